@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh clone: `make train` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SHARED_DATA := ../shared/data
+# torch is pinned in the same pip command: an unpinned torch pulls a multi-GB CUDA build on this machine.
+TORCH := torch==2.13.0
+
+.PHONY: train test data lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH) -e '.[test]'
+	touch $(STAMP)
+
+# Copies and validates the data sets from ../shared/data when that folder exists.
+data: $(STAMP)
+	@if [ -d $(SHARED_DATA) ]; then $(PY) -m mtbert data fetch --source $(SHARED_DATA) --dest data; \
+	else echo "no $(SHARED_DATA): run '$(PY) -m mtbert data fetch' to download the data into data/"; fi
+
+train: data
+	$(PY) -m mtbert train --data_dir data
+
+test: data
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks multitask_classifier.py
+	$(VENV)/bin/ruff format --check src tests benchmarks multitask_classifier.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/encoder_speed.py

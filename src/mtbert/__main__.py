@@ -1,0 +1,5 @@
+"""`python -m mtbert` runs the command line."""
+
+from mtbert.cli import main
+
+main()

@@ -1,0 +1,204 @@
+"""The `mtbert` command line: train, evaluate, predict, encode, data fetch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mtbert.config import Config, add_config_arguments, config_from_args
+from mtbert.errors import MtbertError
+from mtbert.tasks import TASKS, TaskSpec
+
+log = logging.getLogger("mtbert")
+TRAIN_HELP = "Fine-tune one BERT encoder on SST-5 sentiment, Quora paraphrase and STS similarity at once."
+
+
+def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The training flags (also those of the original project's multitask_classifier.py)."""
+    parser = argparse.ArgumentParser(prog=prog, description=TRAIN_HELP)
+    add_config_arguments(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtbert", description=__doc__.split(":")[0] + ".")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_config_arguments(
+        sub.add_parser("train", help="train the multitask model (the original project's flags)", description=TRAIN_HELP)
+    )
+
+    ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
+    ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files of --data_dir to score")
+    ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
+    ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+
+    pr = sub.add_parser("predict", help="predict one task for sentences in a file or on stdin")
+    pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    pr.add_argument("--task", required=True, choices=tuple(TASKS), help="which head to use")
+    pr.add_argument(
+        "--input",
+        required=True,
+        help="a CS224N CSV file, or plain text with one example per line (pairs: two sentences separated by a tab); "
+        "- reads stdin",
+    )
+    pr.add_argument("--output", default="-", help="where to write `id , prediction` lines (default: stdout)")
+    pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+
+    en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
+    en.add_argument("sentences", nargs="+", help="sentences to embed")
+    en.add_argument("--model", default=None, help="BERT checkpoint folder (default: packaged MiniLM)")
+
+    data = sub.add_parser("data", help="data set commands").add_subparsers(dest="data_command", required=True)
+    fetch = data.add_parser("fetch", help="download the CS224N CSV files (or copy a local mirror) and validate them")
+    fetch.add_argument("--source", default=None, help="URL or folder to fetch from (default: the course's GitHub)")
+    fetch.add_argument("--dest", default="data", help="folder to write to")
+    return parser
+
+
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> None:
+    """Runs a subcommand; bad input (MtbertError) prints one line naming its cause and exits with code 2.
+
+    `parser` replaces the subcommand parser with a train-only one (the original multitask_classifier.py).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = parser or build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "command", "train") == "train":
+            run_train(config_from_args(parser, args))
+        elif args.command == "evaluate":
+            run_evaluate(args)
+        elif args.command == "predict":
+            run_predict(args)
+        elif args.command == "encode":
+            run_encode(args)
+        elif args.command == "data":
+            run_fetch(args)
+    except MtbertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_train(cfg: Config) -> None:
+    from mtbert.training import train
+
+    history: list[dict[str, float]] = []
+    best = train(cfg, report=history.append)
+    print(format_table(history))
+    print(f"best: epoch {best['epoch']}, " + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if "/" in k))
+
+
+def format_table(history: list[dict[str, float]]) -> str:
+    """The dev metrics of every epoch as a plain-text table."""
+    keys = [k for k in history[0] if "/" in k] + ["mean", "seconds"]
+    head = ["epoch"] + keys
+    rows = [[str(int(h["epoch"]))] + [f"{h[k]:.3f}" if k != "seconds" else f"{h[k]:.0f}" for k in keys] for h in history]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
+    return "\n".join(["dev metrics per epoch:", *lines])
+
+
+def _device(use_gpu: bool) -> str:
+    import torch
+
+    if use_gpu and not torch.cuda.is_available():
+        raise MtbertError("--use_gpu: CUDA is not available on this machine")
+    return "cuda" if use_gpu else "cpu"
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from mtbert.checkpoint import load_model
+    from mtbert.training import evaluate, read_task
+
+    model, tokenizer, _ = load_model(args.checkpoint)
+    model.to(_device(args.use_gpu))
+    data = {}
+    for task in model.heads:
+        d = read_task(Path(args.data_dir) / TASKS[task].files[args.split], task, tokenizer, require_labels=False)
+        if d.labels is None:
+            log.warning("%s has no labels: use `mtbert predict` for its predictions", d.examples.path)
+        else:
+            data[task] = d
+    if not data:
+        raise MtbertError(f"no labelled {args.split} files in {args.data_dir}: nothing to score")
+    metrics, _ = evaluate(model, data)
+    print(json.dumps(metrics, indent=2))
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from mtbert.checkpoint import load_model
+    from mtbert.data import Examples, write_predictions
+    from mtbert.training import TaskData, predict, read_task
+
+    spec = TASKS[args.task]
+    model, tokenizer, _ = load_model(args.checkpoint)
+    if args.task not in model.heads:
+        raise MtbertError(f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})")
+    model.to(_device(args.use_gpu))
+    text = sys.stdin.read() if args.input == "-" else None
+    if text is None and _looks_like_cs224n(Path(args.input), spec.text_columns):
+        data = read_task(Path(args.input), args.task, tokenizer, require_labels=False)
+    else:
+        if text is None:
+            text = _read_text(Path(args.input))
+        columns: list[list[str]] = [[] for _ in spec.text_columns]
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != len(columns):
+                raise MtbertError(f"{args.input}:{n}: expected {len(columns)} tab-separated sentence(s), got {len(parts)}")
+            for c, part in enumerate(parts):
+                columns[c].append(part.strip())
+        if not columns[0]:
+            raise MtbertError(f"{args.input}: no sentences to predict")
+        ids = [str(i) for i in range(1, len(columns[0]) + 1)]
+        examples = Examples(Path(args.input), ids, columns, None)
+        data = TaskData(args.task, examples, [tokenizer.encode_ids(c) for c in columns], None)
+    predictions = predict(model, {args.task: data})[args.task]
+    if args.output == "-":
+        print(f"id \t {spec.prediction_header}")
+        for i, p in zip(data.examples.ids, predictions.tolist(), strict=True):
+            print(f"{i} , {p}")
+    else:
+        write_predictions(args.output, spec.prediction_header, data.examples.ids, predictions)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MtbertError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise MtbertError(f"{path}: not UTF-8 text ({e})") from None
+
+
+def _looks_like_cs224n(path: Path, text_columns: tuple[str, ...]) -> bool:
+    header = _read_text(path).split("\n", 1)[0].split("\t")
+    return "id" in [h.strip() for h in header] and all(c in [h.strip() for h in header] for c in text_columns)
+
+
+def run_encode(args: argparse.Namespace) -> None:
+    from mtbert.embedding import encode
+
+    for vector in encode(args.sentences, model=args.model):
+        print(json.dumps([round(x, 6) for x in vector.tolist()]))
+
+
+def run_fetch(args: argparse.Namespace) -> None:
+    from mtbert.data import fetch, read_examples
+
+    def validator(spec: TaskSpec, split: str) -> Callable[[Path], object]:
+        return lambda path: read_examples(
+            path, spec.text_columns, spec.label_column, spec.parse_label, require_labels=split != "test"
+        )
+
+    files = {spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files}
+    for path in fetch(files, args.source, Path(args.dest)):
+        print(f"ok {path}")

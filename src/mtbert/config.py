@@ -1,0 +1,133 @@
+"""The one typed run configuration, its validation, and the command-line parser generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+TASK_NAMES = ("sst", "para", "sts")
+
+
+def opt(default: object, doc: str) -> typing.Any:
+    """A config field with its one-line help text (shown by --help)."""
+    return field(default=default, metadata={"help": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- run
+    option: Literal["pretrain", "finetune"] = opt(
+        "finetune", "pretrain: freeze the encoder and train only the heads; finetune: train everything"
+    )
+    seed: int = opt(11711, "random seed; the same seed gives the same numbers on CPU")
+    use_gpu: bool = opt(False, "train on CUDA")
+    model: str | None = opt(None, "Hugging Face BERT checkpoint folder to start from (default: packaged MiniLM)")
+    checkpoint: str | None = opt(None, "an mtbert model folder (saved by training) to start from instead of --model")
+    save_dir: str = opt("models", "where the best model of the run is saved")
+    logdir: str = opt("runs", "TensorBoard log folder")
+    # --- tasks and data
+    sst: bool = opt(False, "train on SST-5 sentiment (with none of --sst --para --sts: all three)")
+    para: bool = opt(False, "train on Quora paraphrase detection")
+    sts: bool = opt(False, "train on STS similarity")
+    data_dir: str = opt("data", "folder with the CS224N CSV files (see `mtbert data fetch`)")
+    sst_train: str | None = opt(None, "default: DATA_DIR/ids-sst-train.csv")
+    sst_dev: str | None = opt(None, "default: DATA_DIR/ids-sst-dev.csv")
+    sst_test: str | None = opt(None, "default: DATA_DIR/ids-sst-test-student.csv")
+    para_train: str | None = opt(None, "default: DATA_DIR/quora-train.csv")
+    para_dev: str | None = opt(None, "default: DATA_DIR/quora-dev.csv")
+    para_test: str | None = opt(None, "default: DATA_DIR/quora-test-student.csv (skipped if absent)")
+    sts_train: str | None = opt(None, "default: DATA_DIR/sts-train.csv")
+    sts_dev: str | None = opt(None, "default: DATA_DIR/sts-dev.csv")
+    sts_test: str | None = opt(None, "default: DATA_DIR/sts-test-student.csv")
+    sst_dev_out: str = opt("predictions/sst-dev-output.csv", "dev predictions for SST")
+    sst_test_out: str = opt("predictions/sst-test-output.csv", "test predictions for SST")
+    para_dev_out: str = opt("predictions/para-dev-output.csv", "dev predictions for Quora")
+    para_test_out: str = opt("predictions/para-test-output.csv", "test predictions for Quora")
+    sts_dev_out: str = opt("predictions/sts-dev-output.csv", "dev predictions for STS")
+    sts_test_out: str = opt("predictions/sts-test-output.csv", "test predictions for STS")
+    max_length: int = opt(128, "sentences are truncated to this many word pieces")
+    # --- optimisation
+    optimizer: Literal["adamw", "sophiag", "sophiah"] = opt("adamw", "optimizer (Sophia: not yet supported)")
+    lr: float = opt(8e-5, "learning rate of the encoder")
+    head_lr: float | None = opt(None, "learning rate of the task heads (default: --lr)")
+    weight_decay: float = opt(0.01, "decoupled weight decay of AdamW")
+    batch_size: int = opt(64, "examples per task in each step (each step sums the losses of all tasks)")
+    epochs: int = opt(10, "number of epochs")
+    samples_per_epoch: int = opt(10000, "examples drawn per task and epoch (random, without replacement)")
+    scheduler: Literal["plateau", "cosine", "none"] = opt(
+        "plateau", "plateau: halve the lr when the dev score stalls; cosine: decay to 0 over the run"
+    )
+    clip: float = opt(0.25, "gradient-norm clipping (0: off)")
+    hidden_dropout_prob: float = opt(0.1, "dropout in the encoder and the heads")
+
+    def __post_init__(self) -> None:
+        if self.optimizer != "adamw":
+            raise ValueError(f"--optimizer {self.optimizer} is not yet supported (Sophia is issue #5); use adamw")
+        if self.checkpoint is not None and self.model is not None:
+            raise ValueError("--checkpoint and --model both name a starting point; give one")
+        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "head_lr", "weight_decay", "clip"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name} must not be negative, got {value}")
+        if not 0 <= self.hidden_dropout_prob < 1:
+            raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The active tasks: those flagged, or all three when none is."""
+        chosen = tuple(t for t in TASK_NAMES if getattr(self, t))
+        return chosen or TASK_NAMES
+
+
+# Flags of features still to come: accepted by the parser so that they fail with a clear message.
+RESERVED_FLAGS = {
+    "--additional_input": "POS/NER tag embeddings",
+    "--unfreeze_interval": "gradual unfreezing",
+    "--hpo": "hyper-parameter search",
+    "--hpo_trials": "hyper-parameter search",
+    "--profiler": "the profiler",
+    "--rho": "the Sophia optimizers (issue #5)",
+    "--hess_interval": "the Sophia optimizers (issue #5)",
+}
+
+
+class _NotYetSupported(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} ({RESERVED_FLAGS[option_string]}) is not yet supported")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field, named as the field; types, choices and help come from the dataclass."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        kind = hints[f.name]
+        kwargs: dict = {"default": f.default, "help": f.metadata["help"]}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is Literal:
+            kwargs["choices"] = typing.get_args(kind)
+        else:
+            if isinstance(kind, types.UnionType):  # `X | None`
+                kind = next(a for a in typing.get_args(kind) if a is not type(None))
+            kwargs["type"] = kind
+            kwargs["metavar"] = f.name.upper()
+        if f.default is not None and kind is not bool:
+            kwargs["help"] += f" (default: {f.default})"
+        parser.add_argument(f"--{f.name}", **kwargs)
+    for flag in RESERVED_FLAGS:
+        parser.add_argument(flag, nargs="?", action=_NotYetSupported, help=argparse.SUPPRESS)
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    """Builds the Config from parsed flags; a failed cross-field check becomes a parser error (exit code 2)."""
+    try:
+        return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+    except ValueError as e:
+        parser.error(str(e))

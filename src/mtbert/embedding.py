@@ -1,0 +1,49 @@
+"""Sentence embeddings: mean-pooled, L2-normalised encoder states, as all-MiniLM-L6-v2 was trained to give."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtbert.encoder import BertEncoder
+from mtbert.tokenizer import Tokenizer, pad_batch
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the real (unpadded) token states: (B, T, H), (B, T) -> (B, H)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str | None, device: str) -> tuple[BertEncoder, Tokenizer]:
+    return BertEncoder.from_pretrained(path).to(device), Tokenizer.from_pretrained(path)
+
+
+@torch.inference_mode()
+def encode(
+    sentences: list[str],
+    model: str | Path | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> np.ndarray:
+    """Embeds sentences as unit vectors, (N, H) float32; `model` is a checkpoint folder (None: packaged MiniLM).
+
+    Sentences are sorted by length before batching so that each batch pads little; the output keeps input order.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder, tokenizer = _load(None if model is None else str(model), device)
+    ids = tokenizer.encode_ids(list(sentences))
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.empty(len(ids), encoder.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        input_ids, mask = pad_batch([ids[i] for i in chunk], tokenizer.pad_id)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        hidden = encoder(input_ids, mask)  # (B, T, H)
+        out[chunk] = F.normalize(mean_pool(hidden, mask), dim=-1).float().cpu()
+    return out.numpy()

@@ -1,0 +1,74 @@
+"""The original project's task heads, on top of an attention-pooled sentence embedding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AttentionPooling(nn.Module):
+    """Learned weights over the token states: w = softmax(v . tanh(W h_t)) over real tokens, output sum_t w_t h_t.
+
+    `v` starts at zero, so pooling starts as the mean over tokens that all-MiniLM-L6-v2 was trained with.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.score = nn.Linear(hidden_size, 1, bias=False)
+        nn.init.zeros_(self.score.weight)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H), (B, T) -> (B, H)."""
+        scores = self.score(torch.tanh(self.proj(hidden))).squeeze(-1)  # (B, T)
+        scores = scores.masked_fill(mask == 0, float("-inf"))
+        weights = scores.softmax(dim=-1).to(hidden.dtype)  # (B, T)
+        return torch.einsum("bt,bth->bh", weights, hidden)
+
+
+class SentimentHead(nn.Module):
+    """A small MLP from one sentence embedding to the 5 SST logits."""
+
+    def __init__(self, hidden_size: int, dropout: float, num_classes: int = 5):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, num_classes),
+        )
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.mlp(u)  # (B, 5)
+
+
+class ParaphraseHead(nn.Module):
+    """Projects each sentence, then an MLP over [|u - v|, |u + v|] to one paraphrase logit (symmetric in u, v)."""
+
+    def __init__(self, hidden_size: int, dropout: float):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, 1),
+        )
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        u, v = self.proj(a), self.proj(b)  # (B, H) each
+        return self.mlp(torch.cat([(u - v).abs(), (u + v).abs()], dim=-1)).squeeze(-1)  # (B,)
+
+
+class SimilarityHead(nn.Module):
+    """Cosine similarity of the two sentence embeddings times 5: the STS scale for non-negative cosines.
+
+    Trained with MSE against the 0-5 gold score, as sentence-transformers' CosineSimilarityLoss does (label / 5).
+    It has no parameters: the shared encoder and pooling learn the similarity.
+    """
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 5.0 * F.cosine_similarity(a, b, dim=-1)  # (B,)

@@ -1,0 +1,65 @@
+"""The multitask model: one shared encoder and attention pooling, composed with one head per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtbert.encoder import BertEncoder
+from mtbert.heads import AttentionPooling
+from mtbert.tasks import TASKS
+from mtbert.tokenizer import pad_batch
+
+# Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens,
+# so that short sentences are not padded to the longest one of the step.
+CHUNK_TOKENS = 2048
+
+
+class MultitaskModel(nn.Module):
+    def __init__(self, encoder: BertEncoder, tasks: tuple[str, ...], dropout: float, pad_id: int = 0):
+        super().__init__()
+        self.encoder = encoder
+        self.pool = AttentionPooling(encoder.config.hidden_size)
+        self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
+        self.pad_id = pad_id
+
+    @property
+    def device(self) -> torch.device:
+        return self.pool.proj.weight.device
+
+    def embed(self, sentences: list[list[int]]) -> torch.Tensor:
+        """Sentence embeddings (N, H) of token-id lists, encoded in length-sorted chunks; output in input order."""
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        chunks, start = [], 0
+        while start < len(order):
+            end = start + 1
+            # grow the chunk while (sequences x longest length) stays within the token budget
+            while end < len(order) and (end - start + 1) * len(sentences[order[end]]) <= CHUNK_TOKENS:
+                end += 1
+            chunks.append(order[start:end])
+            start = end
+        pooled = []
+        for chunk in chunks:
+            ids, mask = pad_batch([sentences[i] for i in chunk], self.pad_id)
+            ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+            pooled.append(self.pool(self.encoder(ids, mask), mask))  # (b, H)
+        out = torch.cat(pooled)  # (N, H) in sorted order
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return out[inverse.to(out.device)]
+
+    def forward(self, batch: dict[str, list[list[list[int]]]]) -> dict[str, torch.Tensor]:
+        """batch: task -> one list of token-id lists per text column. Returns task -> head output.
+
+        All sentences of all tasks go through the encoder in one pass, then each head reads its own.
+        """
+        sentences = [s for columns in batch.values() for column in columns for s in column]
+        emb = self.embed(sentences)
+        outputs, at = {}, 0
+        for task, columns in batch.items():
+            parts = []
+            for column in columns:
+                parts.append(emb[at : at + len(column)])
+                at += len(column)
+            outputs[task] = self.heads[task](*parts)
+        return outputs

@@ -1,0 +1,110 @@
+"""The three tasks as data: files, columns, head, loss, prediction and metric of each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import pearsonr
+from torch import nn
+
+from mtbert.heads import ParaphraseHead, SentimentHead, SimilarityHead
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    files: dict[str, str]  # split -> default file name in --data_dir
+    text_columns: tuple[str, ...]
+    label_column: str
+    parse_label: Callable[[str], float]  # raises ValueError with the reason
+    make_head: Callable[[int, float], nn.Module]  # (hidden_size, dropout) -> head
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
+    predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> predictions as written to files
+    metric_name: str
+    metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> metric
+    prediction_header: str  # column title of the original project's prediction files
+
+    def unit_score(self, value: float) -> float:
+        """The metric mapped to [0, 1] for the mean dev score: Pearson r becomes (r + 1) / 2."""
+        return (value + 1) / 2 if self.metric_name == "pearson" else value
+
+
+def _class_label(cell: str) -> float:
+    value = float(cell)
+    if value != int(value) or not 0 <= value <= 4:
+        raise ValueError("expected a class 0..4")
+    return value
+
+
+def _binary_label(cell: str) -> float:
+    value = float(cell)
+    if value not in (0.0, 1.0):
+        raise ValueError("expected 0 or 1")
+    return value
+
+
+def _score_label(cell: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not 0.0 <= value <= 5.0:
+        raise ValueError("expected a score in 0..5")
+    return value
+
+
+def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float((predictions == labels).mean())
+
+
+def _pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
+    if len(labels) < 2 or np.ptp(predictions) == 0 or np.ptp(labels) == 0:
+        return 0.0  # undefined; a constant predictor is worth nothing
+    return float(pearsonr(predictions, labels)[0])
+
+
+TASKS: dict[str, TaskSpec] = {
+    "sst": TaskSpec(
+        name="sst",
+        files={"train": "ids-sst-train.csv", "dev": "ids-sst-dev.csv", "test": "ids-sst-test-student.csv"},
+        text_columns=("sentence",),
+        label_column="sentiment",
+        parse_label=_class_label,
+        make_head=SentimentHead,
+        loss=lambda logits, y: F.cross_entropy(logits, y.long()),
+        predict=lambda logits: logits.argmax(-1),
+        metric_name="accuracy",
+        metric=_accuracy,
+        prediction_header="Predicted_Sentiment",
+    ),
+    "para": TaskSpec(
+        name="para",
+        files={"train": "quora-train.csv", "dev": "quora-dev.csv", "test": "quora-test-student.csv"},
+        text_columns=("sentence1", "sentence2"),
+        label_column="is_duplicate",
+        parse_label=_binary_label,
+        make_head=ParaphraseHead,
+        loss=lambda logit, y: F.binary_cross_entropy_with_logits(logit, y.float()),
+        predict=lambda logit: (logit > 0).float(),
+        metric_name="accuracy",
+        metric=_accuracy,
+        prediction_header="Predicted_Is_Paraphrase",
+    ),
+    "sts": TaskSpec(
+        name="sts",
+        files={"train": "sts-train.csv", "dev": "sts-dev.csv", "test": "sts-test-student.csv"},
+        text_columns=("sentence1", "sentence2"),
+        label_column="similarity",
+        parse_label=_score_label,
+        make_head=lambda hidden_size, dropout: SimilarityHead(),
+        loss=lambda score, y: F.mse_loss(score, y.float()),
+        predict=lambda score: score.clamp(0.0, 5.0),
+        metric_name="pearson",
+        metric=_pearson,
+        prediction_header="Predicted_Similiarity",  # sic: the original project's spelling
+    ),
+}

@@ -1,0 +1,208 @@
+"""train(cfg): the one training loop, used by the CLI, tests and (later) the hyper-parameter search."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtbert.checkpoint import load_model, save_model, snapshot
+from mtbert.config import Config
+from mtbert.data import Examples, MultitaskSampler, read_examples, write_predictions
+from mtbert.encoder import BertEncoder
+from mtbert.errors import MtbertError
+from mtbert.model import MultitaskModel
+from mtbert.optim import build_optimizer, build_scheduler
+from mtbert.tasks import TASKS
+from mtbert.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 10  # optimizer steps between TensorBoard points and progress-bar loss updates
+
+
+@dataclass
+class TaskData:
+    """One task's split, tokenized once: tokens[c][i] are the word-piece ids of text column c of row i."""
+
+    task: str
+    examples: Examples
+    tokens: list[list[list[int]]]
+    labels: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def rows(self, index: np.ndarray) -> list[list[list[int]]]:
+        return [[column[i] for i in index] for column in self.tokens]
+
+
+def task_file(cfg: Config, task: str, split: str) -> Path:
+    """The file of a task's split: its --{task}_{split} flag, or the default name inside --data_dir."""
+    given = getattr(cfg, f"{task}_{split}")
+    return Path(given) if given is not None else Path(cfg.data_dir) / TASKS[task].files[split]
+
+
+def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool = True) -> TaskData:
+    spec = TASKS[task]
+    examples = read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, require_labels)
+    tokens = [tokenizer.encode_ids(column) for column in examples.texts]
+    labels = torch.from_numpy(examples.labels) if examples.labels is not None else None
+    return TaskData(task, examples, tokens, labels)
+
+
+@torch.inference_mode()
+def predict(model: MultitaskModel, data: dict[str, TaskData]) -> dict[str, np.ndarray]:
+    """Predictions of every task's rows, all sentences encoded in one length-sorted pass."""
+    was_training = model.training
+    model.eval()
+    outputs = model({task: d.tokens for task, d in data.items()})
+    model.train(was_training)
+    return {task: TASKS[task].predict(out).float().cpu().numpy() for task, out in outputs.items()}
+
+
+def evaluate(model: MultitaskModel, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics keyed "{task}/{metric}" for the labelled tasks, plus "mean" (each mapped to [0, 1]) when all are."""
+    predictions = predict(model, data)
+    metrics: dict[str, float] = {}
+    for task, d in data.items():
+        if d.labels is not None:
+            spec = TASKS[task]
+            metrics[f"{task}/{spec.metric_name}"] = spec.metric(predictions[task], d.labels.numpy())
+    if len(metrics) == len(data):
+        metrics["mean"] = mean_score(metrics)
+    return metrics, predictions
+
+
+def mean_score(metrics: dict[str, float]) -> float:
+    """Model selection score: the mean of the tasks' metrics, Pearson r mapped to (r + 1) / 2."""
+    scores = [TASKS[key.split("/")[0]].unit_score(v) for key, v in metrics.items() if "/" in key]
+    return float(np.mean(scores))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
+    """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
+    if cfg.checkpoint is not None:
+        model, tokenizer, meta = load_model(cfg.checkpoint, cfg.hidden_dropout_prob)
+        missing = set(cfg.tasks) - set(model.heads)
+        if missing:
+            raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
+    else:
+        encoder = BertEncoder.from_pretrained(cfg.model)
+        tokenizer = Tokenizer.from_pretrained(cfg.model)
+        model = MultitaskModel(encoder, cfg.tasks, cfg.hidden_dropout_prob, pad_id=tokenizer.pad_id)
+    for module in model.encoder.modules():  # the --hidden_dropout_prob flag sets the encoder's dropout too
+        if isinstance(module, torch.nn.Dropout):
+            module.p = cfg.hidden_dropout_prob
+    tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
+    return model, tokenizer
+
+
+def run_name(cfg: Config) -> str:
+    return f"{cfg.option}-{cfg.epochs}-{cfg.lr}-multitask"
+
+
+def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Trains the multitask model as `cfg` says; returns the dev metrics of the best epoch.
+
+    After every epoch the dev metrics go to `report` (with "epoch"), TensorBoard and the log; the best model is
+    saved to --save_dir; at the end, dev and test predictions of the best model are written.
+    """
+    if cfg.use_gpu and not torch.cuda.is_available():
+        raise MtbertError("--use_gpu: CUDA is not available on this machine")
+    device = torch.device("cuda" if cfg.use_gpu else "cpu")
+    seed_everything(cfg.seed)
+    model, tokenizer = build_model(cfg)
+    model.to(device)
+    if cfg.option == "pretrain":
+        model.encoder.requires_grad_(False)
+
+    train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    dev_data = {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks}
+    sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed)
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    optimizer = build_optimizer(model, model.encoder, cfg.lr, head_lr, cfg.weight_decay)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
+    per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
+
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+    writer = SummaryWriter(Path(cfg.logdir) / f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    writer.add_text("config", str(asdict(cfg)))
+    save_to = Path(cfg.save_dir) / run_name(cfg)
+    best_metrics: dict[str, float] = {}
+    best_state = None
+    step = 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        started = time.perf_counter()
+        bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        for rows in bar:
+            batch = {t: train_data[t].rows(index) for t, index in rows.items()}
+            outputs = model(batch)
+            losses = {t: TASKS[t].loss(out, train_data[t].labels[rows[t]].to(device)) for t, out in outputs.items()}
+            loss = sum(losses.values())
+            loss.backward()
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if per_step_scheduler:
+                scheduler.step()
+            step += 1
+            if step % LOG_EVERY == 0:  # reading losses synchronises with the device: only every LOG_EVERY steps
+                values = {t: v.item() for t, v in losses.items()}
+                bar.set_postfix(loss=f"{sum(values.values()):.3f}")
+                for t, v in values.items():
+                    writer.add_scalar(f"train_loss/{t}", v, step)
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+
+        metrics, _ = evaluate(model, dev_data)
+        seconds = time.perf_counter() - started
+        for key, value in metrics.items():
+            writer.add_scalar(f"dev/{key}", value, epoch + 1)
+        log.info(
+            "epoch %d/%d: %s (%.0f s)", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), seconds
+        )
+        if cfg.scheduler == "plateau":
+            scheduler.step(metrics["mean"])
+        if not best_metrics or metrics["mean"] > best_metrics["mean"]:
+            best_metrics = {**metrics, "epoch": epoch + 1}
+            best_state = snapshot(model)
+            save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": best_metrics})
+        if report is not None:
+            report({**metrics, "epoch": epoch + 1, "seconds": seconds})
+    writer.close()
+    log.info("best epoch %d saved to %s", best_metrics["epoch"], save_to)
+
+    model.load_state_dict(best_state)
+    write_all_predictions(cfg, model, tokenizer, dev_data)
+    return best_metrics
+
+
+def write_all_predictions(cfg: Config, model: MultitaskModel, tokenizer: Tokenizer, dev_data: dict[str, TaskData]):
+    """Dev and test predictions in the original project's files (--{task}_{split}_out); absent test files skipped."""
+    test_data = {}
+    for t in cfg.tasks:
+        path = task_file(cfg, t, "test")
+        if path.is_file():
+            test_data[t] = read_task(path, t, tokenizer, require_labels=False)
+        else:
+            log.warning("%s: no such file, so no %s test predictions", path, t)
+    for split, data in (("dev", dev_data), ("test", test_data)):
+        for t, preds in predict(model, data).items():
+            out = getattr(cfg, f"{t}_{split}_out")
+            write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, preds)
+            log.info("wrote %s", out)
