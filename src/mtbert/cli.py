@@ -96,9 +96,11 @@ def run_train(cfg: Config) -> None:
 
 def format_table(history: list[dict[str, float]]) -> str:
     """The dev metrics of every epoch as a plain-text table."""
-    keys = [k for k in history[0] if "/" in k] + ["mean", "seconds"]
+    keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", "seconds"]
     head = ["epoch"] + keys
-    rows = [[str(int(h["epoch"]))] + [f"{h[k]:.3f}" if k != "seconds" else f"{h[k]:.0f}" for k in keys] for h in history]
+    rows = [
+        [str(int(h["epoch"]))] + [f"{h[k]:.3f}" if k != "seconds" else f"{h[k]:.0f}" for k in keys] for h in history
+    ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
     return "\n".join(["dev metrics per epoch:", *lines])
@@ -139,7 +141,9 @@ def run_predict(args: argparse.Namespace) -> None:
     spec = TASKS[args.task]
     model, tokenizer, _ = load_model(args.checkpoint)
     if args.task not in model.heads:
-        raise MtbertError(f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})")
+        raise MtbertError(
+            f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
+        )
     model.to(_device(args.use_gpu))
     text = sys.stdin.read() if args.input == "-" else None
     if text is None and _looks_like_cs224n(Path(args.input), spec.text_columns):
@@ -153,7 +157,9 @@ def run_predict(args: argparse.Namespace) -> None:
                 continue
             parts = line.split("\t")
             if len(parts) != len(columns):
-                raise MtbertError(f"{args.input}:{n}: expected {len(columns)} tab-separated sentence(s), got {len(parts)}")
+                raise MtbertError(
+                    f"{args.input}:{n}: expected {len(columns)} tab-separated sentence(s), got {len(parts)}"
+                )
             for c, part in enumerate(parts):
                 columns[c].append(part.strip())
         if not columns[0]:

@@ -274,4 +274,3 @@ def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], num_layers: int) ->
     if missing:
         raise MtbertError(f"weights missing from the checkpoint: {', '.join(missing[:5])}")
     return ours
-

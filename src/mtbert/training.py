@@ -131,7 +131,9 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
 
     train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
     dev_data = {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks}
-    sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed)
+    sampler = MultitaskSampler(
+        {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
+    )
     head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
     optimizer = build_optimizer(model, model.encoder, cfg.lr, head_lr, cfg.weight_decay)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
@@ -148,6 +150,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
     for epoch in range(cfg.epochs):
         model.train()
         started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no synchronisation per step
         bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for rows in bar:
             batch = {t: train_data[t].rows(index) for t, index in rows.items()}
@@ -155,6 +158,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
             losses = {t: TASKS[t].loss(out, train_data[t].labels[rows[t]].to(device)) for t, out in outputs.items()}
             loss = sum(losses.values())
             loss.backward()
+            loss_sum += loss.detach()
             if cfg.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             optimizer.step()
@@ -174,7 +178,11 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
         for key, value in metrics.items():
             writer.add_scalar(f"dev/{key}", value, epoch + 1)
         log.info(
-            "epoch %d/%d: %s (%.0f s)", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.3f}" for k, v in metrics.items()), seconds
+            "epoch %d/%d: %s (%.0f s)",
+            epoch + 1,
+            cfg.epochs,
+            " ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
+            seconds,
         )
         if cfg.scheduler == "plateau":
             scheduler.step(metrics["mean"])
@@ -183,7 +191,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
             best_state = snapshot(model)
             save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": best_metrics})
         if report is not None:
-            report({**metrics, "epoch": epoch + 1, "seconds": seconds})
+            report({**metrics, "epoch": epoch + 1, "train_loss": loss_sum.item() / len(sampler), "seconds": seconds})
     writer.close()
     log.info("best epoch %d saved to %s", best_metrics["epoch"], save_to)
 

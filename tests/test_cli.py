@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import pytest
+
+from mtbert.cli import build_parser, format_table, main, train_parser
+from mtbert.config import Config, config_from_args
+
+from .conftest import REPO
+
+ORIGINAL = "--option finetune --optimizer adamw --batch_size 4 --lr 1e-5 --epochs 3 --use_gpu --sst --sts"
+
+
+def test_original_flags_become_a_config() -> None:
+    parser = train_parser()
+    cfg = config_from_args(parser, parser.parse_args(ORIGINAL.split()))
+    assert cfg == Config(option="finetune", batch_size=4, lr=1e-5, epochs=3, use_gpu=True, sst=True, sts=True)
+    assert cfg.tasks == ("sst", "sts")
+
+
+def test_train_subcommand_takes_the_same_flags() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["train", *ORIGINAL.split()])
+    assert config_from_args(parser, args) == config_from_args(
+        train_parser(), train_parser().parse_args(ORIGINAL.split())
+    )
+
+
+def test_sophia_is_not_yet_supported(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--optimizer", "sophiah"])
+    assert e.value.code == 2
+    assert "--optimizer sophiah is not yet supported" in capsys.readouterr().err
+
+
+def test_help_lists_the_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "mtbert", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "evaluate", "predict", "encode", "data"):
+        assert command in out
+
+
+def test_multitask_classifier_script_parses_the_original_flags() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "multitask_classifier.py"), "--help"], capture_output=True, text=True, check=True
+    )
+    for flag in ("--option", "--samples_per_epoch", "--hidden_dropout_prob", "--sst_dev_out", "--use_gpu"):
+        assert flag in result.stdout
+
+
+def test_format_table() -> None:
+    table = format_table([{"sst/accuracy": 0.5, "mean": 0.5, "epoch": 1, "train_loss": 1.25, "seconds": 12.3}])
+    assert table.splitlines()[1].split() == ["epoch", "train_loss", "sst/accuracy", "mean", "seconds"]
+    assert table.splitlines()[2].split() == ["1", "1.250", "0.500", "0.500", "12"]

@@ -1,0 +1,116 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mtbert.cli import main
+from mtbert.data import MultitaskSampler, fetch, read_examples
+from mtbert.tasks import TASKS
+
+from .conftest import write_csv
+
+STS_HEADER = ["id", "sentence1", "sentence2", "similarity"]
+
+
+def read_sts(path):
+    spec = TASKS["sts"]
+    return read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, require_labels=True)
+
+
+def fetch_error(tmp_path, capsys, name: str) -> str:
+    """Runs `mtbert data fetch` on a mirror folder and returns its one-line error (exit code 2 asserted)."""
+    with pytest.raises(SystemExit) as e:
+        main(["data", "fetch", "--source", str(tmp_path / "src"), "--dest", str(tmp_path / "dest")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and name in err
+    assert not (tmp_path / "dest" / name).exists(), "a bad file must not land"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "the file is empty"),
+        (b"\tid\tsentence1\tsentence2\n0\ta\tb\tc\n", ":1: missing column 'similarity'"),
+        (
+            b"\tid\tsentence1\tsentence2\tsimilarity\n0\ta\tx\ty\t1.0\n1\tb\tx\ty\t7.5\n",
+            ":3: similarity '7.5': expected",
+        ),
+        (
+            b"\tid\tsentence1\tsentence2\tsimilarity\n0\ta\tx\ty\t1.0\n1\tb\tx\ty\thigh\n",
+            ":3: similarity 'high': not a number",
+        ),
+        (b"\tid\tsentence1\tsentence2\tsimilarity\n0\ta\tx\ty\t1.0\n1\tb\tx\xff\xfey\t2.0\n", ":3: not UTF-8"),
+    ],
+    ids=["empty", "missing-column", "out-of-range", "non-numeric", "non-utf8"],
+)
+def test_malformed_file_stops_with_file_and_line(tmp_path, capsys, content: bytes, expected: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "sts-train.csv").write_bytes(content)
+    err = fetch_error(tmp_path, capsys, "sts-train.csv")
+    assert expected in err
+
+
+def test_missing_file_in_training_names_it_without_traceback(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mtbert", "train", "--data_dir", str(tmp_path), "--sst"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "ids-sst-train.csv: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sst_label_out_of_range(tmp_path) -> None:
+    path = write_csv(tmp_path / "s.csv", ["id", "sentence", "sentiment"], [("a", "good", 3), ("b", "bad", 5)])
+    spec = TASKS["sst"]
+    with pytest.raises(ValueError, match=r"s\.csv:3: sentiment '5': expected a class 0..4"):
+        read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, True)
+
+
+def test_rows_without_label_are_skipped_and_counted(tmp_path, caplog) -> None:
+    path = write_csv(tmp_path / "s.csv", STS_HEADER, [("a", "x", "y", 1.0), ("b", "x", "", ""), ("c", "u", "v", "")])
+    examples = read_sts(path)
+    assert examples.ids == ["a"] and examples.labels.tolist() == [1.0]
+    assert "skipped 2 row(s) without a similarity label" in caplog.text
+
+
+def test_csv_quoting_is_understood(tmp_path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text('\tid\tsentence1\tsentence2\tsimilarity\n0\ta\t"""quoted"" text"\tplain\t2.0\n')
+    assert read_sts(path).texts[0] == ['"quoted" text']
+
+
+def test_real_files_read_with_their_bad_row_skipped(data_dir) -> None:
+    spec = TASKS["para"]
+    dev = read_examples(data_dir / "quora-dev.csv", spec.text_columns, spec.label_column, spec.parse_label, True)
+    assert len(dev) == 3927 and set(np.unique(dev.labels)) == {0.0, 1.0}
+
+
+def test_sampler_draws_without_replacement_and_is_reproducible() -> None:
+    sampler = MultitaskSampler({"big": 100, "small": 30}, samples_per_epoch=50, batch_size=16, seed=1)
+    steps = list(sampler.epoch(0))
+    assert len(steps) == len(sampler) == 4
+    big = np.concatenate([s["big"] for s in steps])
+    assert len(big) == 50 and len(set(big.tolist())) == 50
+    small = np.concatenate([s["small"] for s in steps])
+    assert len(set(small[:30].tolist())) == 30, "a small task is cycled through whole permutations"
+    assert all((a["big"] == b["big"]).all() for a, b in zip(steps, sampler.epoch(0), strict=True))
+    assert not all((a["big"] == b["big"]).all() for a, b in zip(steps, sampler.epoch(1), strict=True))
+
+
+def test_fetch_copies_a_local_mirror_and_validates_it(tmp_path, toy_data) -> None:
+    validators = {"sts-train.csv": read_sts, "sts-dev.csv": read_sts, "absent.csv": read_sts}
+    written = fetch(validators, str(toy_data), tmp_path / "out", progress=False)
+    assert [p.name for p in written] == ["sts-train.csv", "sts-dev.csv"]
+    assert (tmp_path / "out" / "sts-dev.csv").read_bytes() == (toy_data / "sts-dev.csv").read_bytes()
+
+
+def test_fetch_downloads_from_a_url(tmp_path, toy_data) -> None:
+    written = fetch({"sts-train.csv": read_sts}, toy_data.as_uri(), tmp_path / "out", progress=False)
+    assert written == [tmp_path / "out" / "sts-train.csv"]
+    with pytest.raises(ValueError, match="download failed"):
+        fetch({"absent.csv": read_sts}, toy_data.as_uri(), tmp_path / "out", progress=False)

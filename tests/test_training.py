@@ -1,0 +1,138 @@
+"""The training loop end to end on a tiny random model and toy CSVs: fitting, reproducibility, saved files."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtbert.checkpoint import load_model, save_model
+from mtbert.cli import main
+from mtbert.config import Config
+from mtbert.errors import MtbertError
+from mtbert.training import build_model, evaluate, read_task, task_file, train
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    out = tmp_path / "predictions"
+    return Config(
+        model=str(tiny_checkpoint),
+        data_dir=str(toy_data),
+        save_dir=str(tmp_path / "models"),
+        logdir=str(tmp_path / "runs"),
+        epochs=12,
+        samples_per_epoch=8,
+        batch_size=8,
+        lr=3e-3,
+        scheduler="none",
+        hidden_dropout_prob=0.0,
+        clip=1.0,
+        **{f"{t}_{s}_out": str(out / f"{t}-{s}-output.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")},
+    )
+
+
+def dev_metrics(cfg: Config) -> dict[str, float]:
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = build_model(cfg)
+    return evaluate(model, {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks})[0]
+
+
+def test_overfits_the_toy_data(cfg: Config) -> None:
+    before = dev_metrics(cfg)
+    history: list[dict[str, float]] = []
+    best = train(cfg, report=history.append)
+    assert len(history) == cfg.epochs
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert best["sst/accuracy"] >= 0.75 > before["sst/accuracy"]
+    assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > max(0.8, before["sts/pearson"])
+    assert best["mean"] == max(h["mean"] for h in history)
+
+
+def test_same_seed_same_numbers(cfg: Config) -> None:
+    short = replace(cfg, epochs=2)
+    a, b = [], []
+    train(short, report=a.append)
+    train(short, report=b.append)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in b]
+    c = []
+    train(replace(short, seed=1), report=c.append)
+    assert c[-1]["train_loss"] != a[-1]["train_loss"]
+
+
+def test_pretrain_option_freezes_the_encoder(cfg: Config) -> None:
+    short = replace(cfg, epochs=1, option="pretrain")
+    train(short)
+    model, _, _ = load_model(Path(cfg.save_dir) / "pretrain-1-0.003-multitask")
+    initial, _ = build_model(short)
+    for name, p in initial.encoder.state_dict().items():
+        torch.testing.assert_close(model.encoder.state_dict()[name], p, atol=0, rtol=0)
+
+
+def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) -> None:
+    best = train(replace(cfg, epochs=3))
+    folder = Path(cfg.save_dir) / "finetune-3-0.003-multitask"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.safetensors",
+        "mtbert.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
+    meta = json.loads((folder / "mtbert.json").read_text())
+    assert meta["config"]["lr"] == cfg.lr and meta["dev_metrics"]["mean"] == best["mean"]
+
+    sst_dev = Path(cfg.sst_dev_out).read_text().splitlines()
+    assert sst_dev[0] == "id \t Predicted_Sentiment " and sst_dev[1].startswith("s0 , ")
+    assert len(sst_dev) == 9
+    assert Path(cfg.sts_test_out).read_text().splitlines()[0] == "id \t Predicted_Similiarity "
+    assert not Path(cfg.para_test_out).exists()  # no Quora test file in the toy data
+
+    main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == pytest.approx({k: v for k, v in best.items() if k != "epoch"})
+
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a man plays guitar\ta man plays the guitar\na cat\ta dog\n")
+    main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", str(pairs)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id \t Predicted_Similiarity" and len(lines) == 3
+    assert all(0.0 <= float(line.split(",")[1]) <= 5.0 for line in lines[1:])
+
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--checkpoint", str(folder), "--task", "sst", "--input", str(pairs)])
+    assert e.value.code == 2
+    assert "pairs.txt:1: expected 1 tab-separated sentence(s), got 2" in capsys.readouterr().err
+
+
+def test_checkpoint_flag_continues_from_a_saved_model(cfg: Config) -> None:
+    first = train(replace(cfg, epochs=2))
+    folder = str(Path(cfg.save_dir) / "finetune-2-0.003-multitask")
+    again = dev_metrics(replace(cfg, model=None, checkpoint=folder))
+    assert again["mean"] == pytest.approx(first["mean"])
+
+
+def test_a_crash_while_saving_keeps_the_previous_model(cfg: Config, tmp_path: Path, monkeypatch) -> None:
+    model, tokenizer = build_model(cfg)
+    folder = tmp_path / "models" / "best"
+    save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0.1}})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr("mtbert.checkpoint.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0.2}})
+    _, _, meta = load_model(folder)
+    assert meta["dev_metrics"]["mean"] == 0.1
+    assert [p.name for p in folder.parent.iterdir()] == ["best"], "no temporary folders are left behind"
+
+
+def test_damaged_model_folder_is_a_clear_error(cfg: Config, tmp_path: Path) -> None:
+    model, tokenizer = build_model(cfg)
+    save_model(tmp_path / "m", model, tokenizer, {})
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(MtbertError, match=r"m/model\.safetensors: cannot read weights"):
+        load_model(tmp_path / "m")
