@@ -52,7 +52,7 @@ class Config:
     max_length: int = opt(128, "sentences are truncated to this many word pieces")
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt("adamw", "optimizer (Sophia: not yet supported)")
-    lr: float = opt(8e-5, "learning rate of the encoder")
+    lr: float = opt(8e-5, "learning rate of the shared encoder and pooling")
     head_lr: float | None = opt(None, "learning rate of the task heads (default: --lr)")
     weight_decay: float = opt(0.01, "decoupled weight decay of AdamW")
     batch_size: int = opt(64, "examples per task in each step (each step sums the losses of all tasks)")

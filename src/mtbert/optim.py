@@ -9,20 +9,20 @@ from torch import nn
 
 
 def build_optimizer(
-    model: nn.Module, encoder: nn.Module, lr: float, head_lr: float, weight_decay: float
+    model: nn.Module, heads: nn.Module, lr: float, head_lr: float, weight_decay: float
 ) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters: the encoder at `lr`, everything else (pooling, heads) at `head_lr`.
+    """AdamW over the trainable parameters: the task heads at `head_lr`, the shared rest (encoder, pooling) at `lr`.
 
     Biases and LayerNorm weights (1-d tensors) get no weight decay, as in BERT.
     """
-    encoder_ids = {id(p) for p in encoder.parameters()}
+    head_ids = {id(p) for p in heads.parameters()}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            groups.setdefault((id(p) in encoder_ids, p.ndim >= 2), []).append(p)
+            groups.setdefault((id(p) in head_ids, p.ndim >= 2), []).append(p)
     param_groups = [
-        {"params": ps, "lr": lr if in_encoder else head_lr, "weight_decay": weight_decay if decayed else 0.0}
-        for (in_encoder, decayed), ps in groups.items()
+        {"params": ps, "lr": head_lr if in_head else lr, "weight_decay": weight_decay if decayed else 0.0}
+        for (in_head, decayed), ps in groups.items()
     ]
     return torch.optim.AdamW(param_groups, lr=lr, foreach=True)
 

@@ -135,7 +135,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
         {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
     )
     head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
-    optimizer = build_optimizer(model, model.encoder, cfg.lr, head_lr, cfg.weight_decay)
+    optimizer = build_optimizer(model, model.heads, cfg.lr, head_lr, cfg.weight_decay)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
     per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
 
