@@ -136,3 +136,20 @@ def test_damaged_model_folder_is_a_clear_error(cfg: Config, tmp_path: Path) -> N
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(MtbertError, match=r"m/model\.safetensors: cannot read weights"):
         load_model(tmp_path / "m")
+
+
+def test_real_data_short_run_with_packaged_minilm(data_dir: Path, tmp_path: Path) -> None:
+    """Two steps on the real files with the packaged MiniLM: the whole pipeline, and STS already near zero-shot."""
+    cfg = Config(
+        data_dir=str(data_dir),
+        save_dir=str(tmp_path / "models"),
+        logdir=str(tmp_path / "runs"),
+        epochs=1,
+        samples_per_epoch=32,
+        batch_size=16,
+        **{f"{t}_{s}_out": str(tmp_path / f"{t}-{s}.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")},
+    )
+    best = train(cfg)
+    assert set(best) == {"sst/accuracy", "para/accuracy", "sts/pearson", "mean", "epoch"}
+    assert best["sts/pearson"] > 0.8 and best["para/accuracy"] > 0.6
+    assert len(Path(cfg.sst_test_out).read_text().splitlines()) == 2211

@@ -158,24 +158,24 @@ def fetch(
     src = source or PUBLIC_DATA_URL
     is_url = "://" in src
     written = []
-    for name, validate in files.items():
-        target = dest / name
-        tmp = dest / f".{name}.part"
-        try:
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as staging:
+        for name, validate in files.items():
+            # staged under its own name, so that validation messages name the file as the user knows it
+            staged = Path(staging) / name
             if is_url:
-                _download(f"{src.rstrip('/')}/{name}", tmp, progress)
+                _download(f"{src.rstrip('/')}/{name}", staged, progress)
             else:
                 origin = Path(src) / name
                 if not origin.is_file():
                     log.warning("%s: not in %s, skipped", name, src)
                     continue
-                shutil.copyfile(origin, tmp)
-            validate(tmp)
-        except MtbertError as e:
-            tmp.unlink(missing_ok=True)
-            raise MtbertError(str(e).replace(str(tmp), f"{src}/{name}")) from e
-        os.replace(tmp, target)
-        written.append(target)
+                shutil.copyfile(origin, staged)
+            try:
+                validate(staged)
+            except MtbertError as e:
+                raise MtbertError(str(e).replace(str(staged), f"{src.rstrip('/')}/{name}")) from e
+            os.replace(staged, dest / name)
+            written.append(dest / name)
     return written
 
 

@@ -12,7 +12,7 @@ from mtbert.tokenizer import pad_batch
 
 # Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens,
 # so that short sentences are not padded to the longest one of the step.
-CHUNK_TOKENS = 2048
+CHUNK_TOKENS = 1024
 
 
 class MultitaskModel(nn.Module):

@@ -33,25 +33,29 @@ class TaskSpec:
         return (value + 1) / 2 if self.metric_name == "pearson" else value
 
 
+def _number(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
 def _class_label(cell: str) -> float:
-    value = float(cell)
+    value = _number(cell)
     if value != int(value) or not 0 <= value <= 4:
         raise ValueError("expected a class 0..4")
     return value
 
 
 def _binary_label(cell: str) -> float:
-    value = float(cell)
+    value = _number(cell)
     if value not in (0.0, 1.0):
         raise ValueError("expected 0 or 1")
     return value
 
 
 def _score_label(cell: str) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
-        raise ValueError("not a number") from None
+    value = _number(cell)
     if not 0.0 <= value <= 5.0:
         raise ValueError("expected a score in 0..5")
     return value

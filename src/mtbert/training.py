@@ -57,9 +57,19 @@ def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool 
     return TaskData(task, examples, tokens, labels)
 
 
+def compute_losses(
+    model: MultitaskModel, data: dict[str, TaskData], rows: dict[str, np.ndarray], device: torch.device | str
+) -> dict[str, torch.Tensor]:
+    """The loss of each task on its batch `rows`; all the batches' sentences go through the encoder together."""
+    outputs = model({t: data[t].rows(index) for t, index in rows.items()})
+    return {t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()}
+
+
 @torch.inference_mode()
 def predict(model: MultitaskModel, data: dict[str, TaskData]) -> dict[str, np.ndarray]:
     """Predictions of every task's rows, all sentences encoded in one length-sorted pass."""
+    if not data:
+        return {}
     was_training = model.training
     model.eval()
     outputs = model({task: d.tokens for task, d in data.items()})
@@ -153,9 +163,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no synchronisation per step
         bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for rows in bar:
-            batch = {t: train_data[t].rows(index) for t, index in rows.items()}
-            outputs = model(batch)
-            losses = {t: TASKS[t].loss(out, train_data[t].labels[rows[t]].to(device)) for t, out in outputs.items()}
+            losses = compute_losses(model, train_data, rows, device)
             loss = sum(losses.values())
             loss.backward()
             loss_sum += loss.detach()
@@ -173,7 +181,7 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
                     writer.add_scalar(f"train_loss/{t}", v, step)
                 writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
 
-        metrics, _ = evaluate(model, dev_data)
+        metrics, dev_predictions = evaluate(model, dev_data)
         seconds = time.perf_counter() - started
         for key, value in metrics.items():
             writer.add_scalar(f"dev/{key}", value, epoch + 1)
@@ -190,18 +198,13 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
             best_metrics = {**metrics, "epoch": epoch + 1}
             best_state = snapshot(model)
             save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": best_metrics})
+            write_predictions_of(cfg, "dev", dev_data, dev_predictions)
         if report is not None:
             report({**metrics, "epoch": epoch + 1, "train_loss": loss_sum.item() / len(sampler), "seconds": seconds})
     writer.close()
     log.info("best epoch %d saved to %s", best_metrics["epoch"], save_to)
 
     model.load_state_dict(best_state)
-    write_all_predictions(cfg, model, tokenizer, dev_data)
-    return best_metrics
-
-
-def write_all_predictions(cfg: Config, model: MultitaskModel, tokenizer: Tokenizer, dev_data: dict[str, TaskData]):
-    """Dev and test predictions in the original project's files (--{task}_{split}_out); absent test files skipped."""
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
@@ -209,8 +212,13 @@ def write_all_predictions(cfg: Config, model: MultitaskModel, tokenizer: Tokeniz
             test_data[t] = read_task(path, t, tokenizer, require_labels=False)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, t)
-    for split, data in (("dev", dev_data), ("test", test_data)):
-        for t, preds in predict(model, data).items():
-            out = getattr(cfg, f"{t}_{split}_out")
-            write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, preds)
-            log.info("wrote %s", out)
+    write_predictions_of(cfg, "test", test_data, predict(model, test_data))
+    return best_metrics
+
+
+def write_predictions_of(cfg: Config, split: str, data: dict[str, TaskData], predictions: dict[str, np.ndarray]):
+    """Writes predictions to the original project's files, named by the --{task}_{split}_out flags."""
+    for t, preds in predictions.items():
+        out = getattr(cfg, f"{t}_{split}_out")
+        write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, preds)
+        log.info("wrote %s", out)
