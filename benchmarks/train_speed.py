@@ -104,7 +104,13 @@ def measure(step, steps: list[dict], data: dict, args: argparse.Namespace) -> di
     seconds = time.perf_counter() - start
     timed = steps[args.warmup :]
     samples = sum(len(index) for rows in timed for index in rows.values())
-    tokens = sum(len(data[t].tokens[c][i]) for rows in timed for t, idx in rows.items() for c in range(len(data[t].tokens)) for i in idx)
+    tokens = sum(
+        len(data[t].tokens[c][i])
+        for rows in timed
+        for t, idx in rows.items()
+        for c in range(len(data[t].tokens))
+        for i in idx
+    )
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
     return {
         "samples_per_s": round(samples / seconds, 1),
