@@ -74,7 +74,7 @@ def predict(model: MultitaskModel, data: dict[str, TaskData]) -> dict[str, np.nd
     model.eval()
     outputs = model({task: d.tokens for task, d in data.items()})
     model.train(was_training)
-    return {task: TASKS[task].predict(out).float().cpu().numpy() for task, out in outputs.items()}
+    return {task: TASKS[task].predict(out).cpu().numpy() for task, out in outputs.items()}
 
 
 def evaluate(model: MultitaskModel, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
