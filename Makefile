@@ -20,7 +20,7 @@ data: $(STAMP)
 	@if [ -d $(SHARED_DATA) ]; then $(PY) -m mtbert data fetch --source $(SHARED_DATA) --dest data; \
 	else echo "no $(SHARED_DATA): run '$(PY) -m mtbert data fetch' to download the data into data/"; fi
 
-# The short default: about 11 minutes on 2 CPU cores (README, Results).
+# The short default: about 10 minutes on 2 CPU cores (README, Results).
 TRAIN_ARGS ?= --epochs 4 --samples_per_epoch 3000 --lr 8e-5 --head_lr 1e-3 --hidden_dropout_prob 0 --batch_size 64
 
 train: data

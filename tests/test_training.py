@@ -15,14 +15,19 @@ from mtbert.errors import MtbertError
 from mtbert.training import build_model, evaluate, read_task, task_file, train
 
 
+def run_paths(folder: Path) -> dict[str, str]:
+    """Flags that send a run's models, logs and prediction files into `folder`."""
+    outputs = {
+        f"{t}_{s}_out": str(folder / f"{t}-{s}-output.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")
+    }
+    return {"save_dir": str(folder / "models"), "logdir": str(folder / "runs"), **outputs}
+
+
 @pytest.fixture()
 def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
-    out = tmp_path / "predictions"
     return Config(
         model=str(tiny_checkpoint),
         data_dir=str(toy_data),
-        save_dir=str(tmp_path / "models"),
-        logdir=str(tmp_path / "runs"),
         epochs=12,
         samples_per_epoch=8,
         batch_size=8,
@@ -30,7 +35,7 @@ def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
         scheduler="none",
         hidden_dropout_prob=0.0,
         clip=1.0,
-        **{f"{t}_{s}_out": str(out / f"{t}-{s}-output.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")},
+        **run_paths(tmp_path),
     )
 
 
@@ -143,12 +148,10 @@ def test_real_data_short_run_with_packaged_minilm(data_dir: Path, tmp_path: Path
     """Two steps on the real files with the packaged MiniLM: the whole pipeline, and STS already near zero-shot."""
     cfg = Config(
         data_dir=str(data_dir),
-        save_dir=str(tmp_path / "models"),
-        logdir=str(tmp_path / "runs"),
         epochs=1,
         samples_per_epoch=32,
         batch_size=16,
-        **{f"{t}_{s}_out": str(tmp_path / f"{t}-{s}.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")},
+        **run_paths(tmp_path),
     )
     best = train(cfg)
     assert set(best) == {"sst/accuracy", "para/accuracy", "sts/pearson", "mean", "epoch"}

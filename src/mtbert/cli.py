@@ -145,12 +145,11 @@ def run_predict(args: argparse.Namespace) -> None:
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
         )
     model.to(_device(args.use_gpu))
-    text = sys.stdin.read() if args.input == "-" else None
-    if text is None and _looks_like_cs224n(Path(args.input), spec.text_columns):
+    text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
+    header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
+    if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
         data = read_task(Path(args.input), args.task, tokenizer, require_labels=False)
     else:
-        if text is None:
-            text = _read_text(Path(args.input))
         columns: list[list[str]] = [[] for _ in spec.text_columns]
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -183,11 +182,6 @@ def _read_text(path: Path) -> str:
         raise MtbertError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise MtbertError(f"{path}: not UTF-8 text ({e})") from None
-
-
-def _looks_like_cs224n(path: Path, text_columns: tuple[str, ...]) -> bool:
-    header = _read_text(path).split("\n", 1)[0].split("\t")
-    return "id" in [h.strip() for h in header] and all(c in [h.strip() for h in header] for c in text_columns)
 
 
 def run_encode(args: argparse.Namespace) -> None:
