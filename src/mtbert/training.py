@@ -105,7 +105,7 @@ def seed_everything(seed: int) -> None:
 def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
     if cfg.checkpoint is not None:
-        model, tokenizer, meta = load_model(cfg.checkpoint, cfg.hidden_dropout_prob)
+        model, tokenizer, _ = load_model(cfg.checkpoint, cfg.hidden_dropout_prob)
         missing = set(cfg.tasks) - set(model.heads)
         if missing:
             raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
