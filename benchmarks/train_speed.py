@@ -50,7 +50,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step(rows: dict) -> None:
-        loss = sum(compute_losses(model, data, rows, args.device).values())
+        loss = sum(compute_losses(model, data, rows, args.device)[0].values())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         optimizer.step()

@@ -26,11 +26,18 @@ def test_train_subcommand_takes_the_same_flags() -> None:
     )
 
 
-def test_sophia_is_not_yet_supported(capsys) -> None:
+def test_sophia_flags_reach_the_config() -> None:
+    parser = train_parser()
+    args = parser.parse_args("--optimizer sophiah --rho 0.02 --hess_interval 5 --beta1 0.9".split())
+    cfg = config_from_args(parser, args)
+    assert (cfg.optimizer, cfg.rho, cfg.hess_interval, cfg.beta1) == ("sophiah", 0.02, 5, 0.9)
+
+
+def test_rho_without_sophia_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["train", "--optimizer", "sophiah"])
+        main(["train", "--rho", "0.01"])
     assert e.value.code == 2
-    assert "--optimizer sophiah is not yet supported" in capsys.readouterr().err
+    assert "--rho is a Sophia setting" in capsys.readouterr().err
 
 
 def test_help_lists_the_subcommands() -> None:

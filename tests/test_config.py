@@ -16,9 +16,20 @@ def test_every_field_has_exactly_one_flag() -> None:
 
 def test_defaults_are_the_original_baseline() -> None:
     cfg = Config()
-    assert (cfg.option, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.clip) == ("finetune", "adamw", 8e-5, 64, 0.25)
+    assert (cfg.option, cfg.optimizer, cfg.learning_rate, cfg.batch_size, cfg.clip) == (
+        "finetune",
+        "adamw",
+        8e-5,
+        64,
+        0.25,
+    )
     assert (cfg.epochs, cfg.samples_per_epoch, cfg.scheduler) == (10, 10000, "plateau")
     assert cfg.tasks == ("sst", "para", "sts")
+
+
+def test_each_optimizer_has_its_own_default_lr() -> None:
+    assert Config(optimizer="sophiah").learning_rate == 4e-5
+    assert Config(optimizer="sophiag", lr=1e-4).learning_rate == 1e-4
 
 
 def test_task_selection() -> None:
@@ -31,7 +42,10 @@ def test_task_selection() -> None:
         ({"batch_size": 0}, "--batch_size"),
         ({"lr": -1.0}, "--lr"),
         ({"hidden_dropout_prob": 1.0}, "--hidden_dropout_prob"),
-        ({"optimizer": "sophiah"}, "--optimizer sophiah"),
+        ({"rho": 0.01}, "--rho"),
+        ({"optimizer": "sophiah", "rho": -1.0}, "--rho"),
+        ({"optimizer": "sophiag", "hess_interval": 0}, "--hess_interval"),
+        ({"beta2": 1.0}, "--beta2"),
         ({"model": "x", "checkpoint": "y"}, "--checkpoint"),
     ],
 )

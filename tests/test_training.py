@@ -56,6 +56,17 @@ def test_overfits_the_toy_data(cfg: Config) -> None:
     assert best["mean"] == max(h["mean"] for h in history)
 
 
+@pytest.mark.parametrize("optimizer", ["sophiag", "sophiah"])
+def test_sophia_trains_all_three_tasks(cfg: Config, optimizer: str) -> None:
+    before = dev_metrics(cfg)
+    history: list[dict[str, float]] = []
+    best = train(replace(cfg, optimizer=optimizer, lr=1e-3, hess_interval=2), report=history.append)
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert best["mean"] > before["mean"] + 0.2
+    assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > max(0.8, before["sts/pearson"])
+
+
 def test_same_seed_same_numbers(cfg: Config) -> None:
     short = replace(cfg, epochs=2)
     a, b = [], []

@@ -51,9 +51,25 @@ class Config:
     sts_test_out: str = opt("predictions/sts-test-output.csv", "test predictions for STS")
     max_length: int = opt(128, "sentences are truncated to this many word pieces")
     # --- optimisation
-    optimizer: Literal["adamw", "sophiag", "sophiah"] = opt("adamw", "optimizer (Sophia: not yet supported)")
-    lr: float = opt(8e-5, "learning rate of the shared encoder and pooling")
+    optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(
+        "adamw", "adamw, or Sophia with the Gauss-Newton-Bartlett (sophiag) or Hutchinson (sophiah) Hessian estimate"
+    )
+    lr: float | None = opt(
+        None,
+        "learning rate of the shared encoder and pooling (default: 8e-5 for adamw, "
+        "4e-5 for Sophia, whose clipped steps move every coordinate by up to lr)",
+    )
     head_lr: float | None = opt(None, "learning rate of the task heads (default: --lr)")
+    beta1: float | None = opt(None, "EMA factor of the gradient (default: 0.9 for adamw, 0.965 for Sophia)")
+    beta2: float | None = opt(
+        None, "EMA factor of the squared gradient (adamw, default 0.999) or of the Hessian estimate (Sophia, 0.99)"
+    )
+    rho: float | None = opt(
+        None,
+        "Sophia's clipping scale: a coordinate takes a Newton step when |m| < rho * h, else a step of lr "
+        "(default: 0.05 for sophiag, 0.01 for sophiah)",
+    )
+    hess_interval: int = opt(10, "Sophia: optimizer steps between refreshes of the diagonal Hessian estimate")
     weight_decay: float = opt(0.01, "decoupled weight decay of AdamW")
     batch_size: int = opt(64, "examples per task in each step (each step sums the losses of all tasks)")
     epochs: int = opt(10, "number of epochs")
@@ -65,19 +81,28 @@ class Config:
     hidden_dropout_prob: float = opt(0.1, "dropout in the encoder and the heads")
 
     def __post_init__(self) -> None:
-        if self.optimizer != "adamw":
-            raise ValueError(f"--optimizer {self.optimizer} is not yet supported (Sophia is issue #5); use adamw")
+        if self.optimizer == "adamw" and self.rho is not None:
+            raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
         if self.checkpoint is not None and self.model is not None:
             raise ValueError("--checkpoint and --model both name a starting point; give one")
-        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length"):
+        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "head_lr", "weight_decay", "clip"):
+        for name in ("lr", "head_lr", "weight_decay", "clip", "rho"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must not be negative, got {value}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ValueError(f"--{name} must be in [0, 1), got {value}")
         if not 0 <= self.hidden_dropout_prob < 1:
             raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
+
+    @property
+    def learning_rate(self) -> float:
+        """--lr, or the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -86,6 +111,8 @@ class Config:
         return chosen or TASK_NAMES
 
 
+DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
+
 # Flags of features still to come: accepted by the parser so that they fail with a clear message.
 RESERVED_FLAGS = {
     "--additional_input": "POS/NER tag embeddings",
@@ -93,8 +120,6 @@ RESERVED_FLAGS = {
     "--hpo": "hyper-parameter search",
     "--hpo_trials": "hyper-parameter search",
     "--profiler": "the profiler",
-    "--rho": "the Sophia optimizers (issue #5)",
-    "--hess_interval": "the Sophia optimizers (issue #5)",
 }
 
 

@@ -23,6 +23,8 @@ class TaskSpec:
     parse_label: Callable[[str], float]  # raises ValueError with the reason
     make_head: Callable[[int, float], nn.Module]  # (hidden_size, dropout) -> head
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
+    # head output -> per-example loss against labels drawn from the model's own predictive distribution (SophiaG)
+    sampled_loss: Callable[[torch.Tensor], torch.Tensor]
     predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> predictions as written to files
     metric_name: str
     metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> metric
@@ -61,6 +63,28 @@ def _score_label(cell: str) -> float:
     return value
 
 
+# Sampled labels for the Gauss-Newton-Bartlett estimator (optim.gauss_newton_bartlett): drawn from the head's own
+# predictive distribution, without gradient, so that the expected squared gradient is the Gauss-Newton matrix of
+# the task's loss. STS is a regression: its MSE (s - y)^2 is the negative log-likelihood of a Gaussian N(s, 1/2)
+# (up to a constant), so the labels are drawn from that Gaussian; then E[(d/ds (s - y)^2)^2] = 4 * 1/2 = 2, exactly
+# the MSE's second derivative, and SophiaG covers the regression task as well.
+
+
+def _sampled_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    labels = torch.distributions.Categorical(logits=logits.detach()).sample()
+    return F.cross_entropy(logits, labels, reduction="none")  # (B,)
+
+
+def _sampled_binary_cross_entropy(logit: torch.Tensor) -> torch.Tensor:
+    labels = torch.bernoulli(torch.sigmoid(logit.detach()))
+    return F.binary_cross_entropy_with_logits(logit, labels, reduction="none")  # (B,)
+
+
+def _sampled_squared_error(score: torch.Tensor) -> torch.Tensor:
+    labels = score.detach() + torch.randn_like(score) * 0.5**0.5  # y ~ N(s, 1/2)
+    return (score - labels) ** 2  # (B,)
+
+
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((predictions == labels).mean())
 
@@ -80,6 +104,7 @@ TASKS: dict[str, TaskSpec] = {
         parse_label=_class_label,
         make_head=SentimentHead,
         loss=lambda logits, y: F.cross_entropy(logits, y.long()),
+        sampled_loss=_sampled_cross_entropy,
         predict=lambda logits: logits.argmax(-1),
         metric_name="accuracy",
         metric=_accuracy,
@@ -93,6 +118,7 @@ TASKS: dict[str, TaskSpec] = {
         parse_label=_binary_label,
         make_head=ParaphraseHead,
         loss=lambda logit, y: F.binary_cross_entropy_with_logits(logit, y.float()),
+        sampled_loss=_sampled_binary_cross_entropy,
         predict=lambda logit: (logit > 0).long(),
         metric_name="accuracy",
         metric=_accuracy,
@@ -106,6 +132,7 @@ TASKS: dict[str, TaskSpec] = {
         parse_label=_score_label,
         make_head=lambda hidden_size, dropout: SimilarityHead(),
         loss=lambda score, y: F.mse_loss(score, y.float()),
+        sampled_loss=_sampled_squared_error,
         predict=lambda score: score.clamp(0.0, 5.0),
         metric_name="pearson",
         metric=_pearson,

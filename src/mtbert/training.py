@@ -19,7 +19,7 @@ from mtbert.data import Examples, MultitaskSampler, read_examples, write_predict
 from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
-from mtbert.optim import build_optimizer, build_scheduler
+from mtbert.optim import Sophia, SophiaG, build_optimizer, build_scheduler
 from mtbert.tasks import TASKS
 from mtbert.tokenizer import Tokenizer
 
@@ -59,10 +59,22 @@ def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool 
 
 def compute_losses(
     model: MultitaskModel, data: dict[str, TaskData], rows: dict[str, np.ndarray], device: torch.device | str
-) -> dict[str, torch.Tensor]:
-    """The loss of each task on its batch `rows`; all the batches' sentences go through the encoder together."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
+    the encoder together."""
     outputs = model({t: data[t].rows(index) for t, index in rows.items()})
-    return {t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()}
+    losses = {
+        t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()
+    }
+    return losses, outputs
+
+
+def hessian_loss(optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor]):
+    """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
+    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett)."""
+    if not isinstance(optimizer, SophiaG):
+        return loss
+    return sum(TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
 
 
 @torch.inference_mode()
@@ -121,7 +133,7 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
 
 
 def run_name(cfg: Config) -> str:
-    return f"{cfg.option}-{cfg.epochs}-{cfg.lr}-multitask"
+    return f"{cfg.option}-{cfg.epochs}-{cfg.learning_rate}-multitask"
 
 
 def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
@@ -144,8 +156,19 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
     sampler = MultitaskSampler(
         {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
     )
-    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
-    optimizer = build_optimizer(model, model.heads, cfg.lr, head_lr, cfg.weight_decay)
+    lr = cfg.learning_rate
+    optimizer = build_optimizer(
+        cfg.optimizer,
+        model,
+        model.heads,
+        lr,
+        cfg.head_lr if cfg.head_lr is not None else lr,
+        cfg.weight_decay,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.rho,
+        cfg.hess_interval,
+    )
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
     per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
 
@@ -163,8 +186,10 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no synchronisation per step
         bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
         for rows in bar:
-            losses = compute_losses(model, train_data, rows, device)
+            losses, outputs = compute_losses(model, train_data, rows, device)
             loss = sum(losses.values())
+            if isinstance(optimizer, Sophia) and optimizer.hessian_due():  # Sophia: every --hess_interval steps
+                optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
             loss.backward()
             loss_sum += loss.detach()
             if cfg.clip > 0:

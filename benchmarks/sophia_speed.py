@@ -1,0 +1,67 @@
+"""Steps/s of the training step with SophiaH and SophiaG against AdamW, same model, data and batches.
+
+    python benchmarks/sophia_speed.py [--device cpu|cuda] [--steps 20] [--hess_interval 10]
+
+Sophia refreshes its Hessian estimate every --hess_interval steps: SophiaH with one Hessian-vector product
+(a backward with create_graph=True, then a second backward along a random direction), SophiaG with one extra
+backward of a loss against sampled labels. The timed steps are a whole number of intervals, so each optimizer pays
+its share of refreshes. Prints one JSON line: steps/s of each and the ratio AdamW / Sophia (time per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from train_speed import measure, setup
+
+from mtbert.model import MultitaskModel
+from mtbert.optim import Sophia, build_optimizer
+from mtbert.training import compute_losses, hessian_loss
+
+
+def run(name: str, args: argparse.Namespace) -> dict:
+    cfg, data, steps, encoder = setup(args)
+    model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
+    optimizer = build_optimizer(name, model, model.heads, 4e-5, 1e-3, 0.01, hess_interval=args.hess_interval)
+
+    def step(rows: dict) -> None:  # the step of mtbert.training.train
+        losses, outputs = compute_losses(model, data, rows, args.device)
+        loss = sum(losses.values())
+        if isinstance(optimizer, Sophia) and optimizer.hessian_due():
+            optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    result = measure(step, steps, data, args)
+    result["steps_per_s"] = round(result["samples_per_s"] / (args.batch_size * len(cfg.tasks)), 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (a multiple of --hess_interval)")
+    parser.add_argument("--hess_interval", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    args = parser.parse_args()
+    args.model = "minilm"
+    # warm up for one interval; the timed steps then start on a refresh step, as the first step of a run does
+    args.warmup = args.hess_interval
+    args.steps += args.warmup
+    torch.set_num_threads(args.threads)
+    result = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "threads": args.threads}
+    for name in ("adamw", "sophiah", "sophiag"):
+        result[name] = run(name, args)
+    for name in ("sophiah", "sophiag"):
+        result[f"{name}_time_ratio"] = round(result["adamw"]["steps_per_s"] / result[name]["steps_per_s"], 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
