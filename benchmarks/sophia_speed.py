@@ -17,8 +17,8 @@ import torch
 from train_speed import measure, setup
 
 from mtbert.model import MultitaskModel
-from mtbert.optim import Sophia, build_optimizer
-from mtbert.training import compute_losses, hessian_loss
+from mtbert.optim import build_optimizer
+from mtbert.training import train_step
 
 
 def run(name: str, args: argparse.Namespace) -> dict:
@@ -26,15 +26,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     optimizer = build_optimizer(name, model, model.heads, 4e-5, 1e-3, 0.01, hess_interval=args.hess_interval)
 
-    def step(rows: dict) -> None:  # the step of mtbert.training.train
-        losses, outputs = compute_losses(model, data, rows, args.device)
-        loss = sum(losses.values())
-        if isinstance(optimizer, Sophia) and optimizer.hessian_due():
-            optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step(rows: dict) -> None:
+        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device)
 
     result = measure(step, steps, data, args)
     result["steps_per_s"] = round(result["samples_per_s"] / (args.batch_size * len(cfg.tasks)), 3)

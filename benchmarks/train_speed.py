@@ -26,7 +26,7 @@ from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint
 from mtbert.model import MultitaskModel
 from mtbert.tasks import TASKS
 from mtbert.tokenizer import Tokenizer
-from mtbert.training import compute_losses, read_task, task_file
+from mtbert.training import read_task, task_file, train_step
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
 BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -50,11 +50,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step(rows: dict) -> None:
-        loss = sum(compute_losses(model, data, rows, args.device)[0].values())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device)
 
     return measure(step, steps, data, args)
 

@@ -16,7 +16,7 @@ from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
 from mtbert.tokenizer import Tokenizer
 
-WEIGHTS, META = "model.safetensors", "mtbert.json"
+WEIGHTS, META, STATE = "model.safetensors", "mtbert.json", "training_state.pt"
 
 
 def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, meta: dict) -> None:
@@ -71,6 +71,29 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     return model.eval(), tokenizer, meta
 
 
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the model's weights, to restore the best epoch at the end of training."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def save_training_state(folder: str | Path, state: dict) -> None:
+    """Writes the full training state to `folder`/training_state.pt: first to a temporary file, flushed to disk, then
+    renamed over the previous state, so that the previous state stays loadable until the new one is complete."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{STATE}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / STATE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_training_state(folder: str | Path) -> dict | None:
+    """The state saved by `save_training_state` (tensors and plain values only: no code runs), or None if absent."""
+    path = Path(folder) / STATE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file: torch raises several error types
+        raise MtbertError(f"{path}: cannot read the training state ({e}); delete it to start afresh") from e

@@ -90,6 +90,8 @@ def run_train(cfg: Config) -> None:
 
     history: list[dict[str, float]] = []
     best = train(cfg, report=history.append)
+    if not history:  # a torchrun rank other than 0, or a resumed run that had finished
+        return
     print(format_table(history))
     print(f"best: epoch {best['epoch']}, " + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if "/" in k))
 

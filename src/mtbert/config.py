@@ -28,6 +28,12 @@ class Config:
     model: str | None = opt(None, "Hugging Face BERT checkpoint folder to start from (default: packaged MiniLM)")
     checkpoint: str | None = opt(None, "an mtbert model folder (saved by training) to start from instead of --model")
     save_dir: str = opt("models", "where the best model of the run is saved")
+    resume: str | None = opt(
+        None,
+        "folder for the full training state, saved every epoch (and every --save_every steps); "
+        "if it already holds one, training continues from it",
+    )
+    save_every: int = opt(0, "also save the training state to --resume every this many optimizer steps (0: off)")
     logdir: str = opt("runs", "TensorBoard log folder")
     # --- tasks and data
     sst: bool = opt(False, "train on SST-5 sentiment (with none of --sst --para --sts: all three)")
@@ -71,7 +77,11 @@ class Config:
     )
     hess_interval: int = opt(10, "Sophia: optimizer steps between refreshes of the diagonal Hessian estimate")
     weight_decay: float = opt(0.01, "decoupled weight decay of AdamW")
-    batch_size: int = opt(64, "examples per task in each step (each step sums the losses of all tasks)")
+    batch_size: int = opt(
+        64,
+        "examples per task in each step (each step sums the losses of all tasks); with torchrun, the global "
+        "batch, split between the processes",
+    )
     epochs: int = opt(10, "number of epochs")
     samples_per_epoch: int = opt(10000, "examples drawn per task and epoch (random, without replacement)")
     scheduler: Literal["plateau", "cosine", "none"] = opt(
@@ -85,6 +95,10 @@ class Config:
             raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
         if self.checkpoint is not None and self.model is not None:
             raise ValueError("--checkpoint and --model both name a starting point; give one")
+        if self.save_every < 0:
+            raise ValueError(f"--save_every must not be negative, got {self.save_every}")
+        if self.save_every and self.resume is None:
+            raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
         for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")

@@ -19,6 +19,7 @@ class MultitaskModel(nn.Module):
     def __init__(self, encoder: BertEncoder, tasks: tuple[str, ...], dropout: float, pad_id: int = 0):
         super().__init__()
         self.encoder = encoder
+        encoder.pooler.requires_grad_(False)  # BERT's [CLS] pooler: the tasks pool with attention instead
         self.pool = AttentionPooling(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from mtbert.distributed import all_reduce_mean
+
 
 def build_optimizer(
     name: str,
@@ -158,7 +160,10 @@ class Sophia(torch.optim.Optimizer):
     def update_hessian(self, loss: torch.Tensor) -> None:
         """h <- beta2 h + (1 - beta2) h_hat, with h_hat the estimator's diagonal estimate from `loss`."""
         params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-        estimates = iter(type(self).estimator(loss, params))
+        estimates = type(self).estimator(loss, params)
+        # under DDP each rank estimated from its own share of the batch: average, so that every rank keeps the same h
+        all_reduce_mean([e for e in estimates if e is not None])
+        estimates = iter(estimates)
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import random
 import time
@@ -11,15 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
-from mtbert.checkpoint import load_model, save_model, snapshot
+from mtbert import distributed
+from mtbert.checkpoint import load_model, load_training_state, save_model, save_training_state
 from mtbert.config import Config
 from mtbert.data import Examples, MultitaskSampler, read_examples, write_predictions
+from mtbert.distributed import Distributed
 from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
-from mtbert.optim import Sophia, SophiaG, build_optimizer, build_scheduler
+from mtbert.optim import Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
 from mtbert.tasks import TASKS
 from mtbert.tokenizer import Tokenizer
 
@@ -69,6 +75,34 @@ def compute_losses(
     return losses, outputs
 
 
+def train_step(
+    net: nn.Module,
+    model: MultitaskModel,
+    optimizer: torch.optim.Optimizer,
+    data: dict[str, TaskData],
+    rows: dict[str, np.ndarray],
+    weights: dict[str, float],
+    clip: float,
+    device: torch.device | str,
+) -> dict[str, torch.Tensor]:
+    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (see
+    Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted losses (not synchronised)."""
+    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
+    # Hutchinson's estimate differentiates attention twice, which only SDPA's math kernel can do
+    with sdpa_kernel(SDPBackend.MATH) if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext():
+        losses, outputs = compute_losses(net, data, rows, device)
+    losses = {t: weights[t] * v for t, v in losses.items()}
+    loss = sum(losses.values())
+    if refresh:
+        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {t: v.detach() for t, v in losses.items()}
+
+
 def hessian_loss(optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor]):
     """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
     sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett)."""
@@ -114,6 +148,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """Every random generator's state (Python, NumPy, torch CPU and CUDA) as tensors and plain values."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
     if cfg.checkpoint is not None:
@@ -136,23 +190,38 @@ def run_name(cfg: Config) -> str:
     return f"{cfg.option}-{cfg.epochs}-{cfg.learning_rate}-multitask"
 
 
+# Config fields a resumed run may change; any other difference from the saved run's config is an error.
+RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu"}
+
+
 def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
     """Trains the multitask model as `cfg` says; returns the dev metrics of the best epoch.
 
     After every epoch the dev metrics go to `report` (with "epoch"), TensorBoard and the log; the best model is
-    saved to --save_dir; at the end, dev and test predictions of the best model are written.
+    saved to --save_dir; at the end, dev and test predictions of the best model are written. Under torchrun every
+    process trains on its share of each batch and rank 0 alone evaluates, logs, reports and writes files.
+    With --resume, the full training state is saved every epoch (and every --save_every steps) and a run
+    continues from a saved state.
     """
-    if cfg.use_gpu and not torch.cuda.is_available():
-        raise MtbertError("--use_gpu: CUDA is not available on this machine")
-    device = torch.device("cuda" if cfg.use_gpu else "cpu")
-    seed_everything(cfg.seed)
+    ddp = distributed.setup(cfg.use_gpu)
+    try:
+        return _train(cfg, report, ddp)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: Distributed) -> dict[str, float]:
+    device = ddp.device
+    seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
+    if ddp.world_size > 1:
+        seed_everything(cfg.seed + ddp.rank)  # but each rank its own dropout masks
 
     train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    dev_data = {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks}
+    dev_data = {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks} if ddp.is_main else {}
     sampler = MultitaskSampler(
         {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
     )
@@ -172,64 +241,132 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
     per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
 
-    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+    # where the loop stands: epoch, batches done in it, optimizer steps, the epoch's summed loss, the best so far
+    run = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "best_metrics": {},
+        "logdir": str(Path(cfg.logdir) / f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"),
+    }
+    saved = load_training_state(cfg.resume) if cfg.resume is not None else None
+    if saved is not None:
+        check_resumable(cfg, saved["config"], cfg.resume)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        run = saved["run"]
+        set_rng_state(saved["rng"][ddp.rank])
+        log.info("resuming from %s: epoch %d, step %d", cfg.resume, run["epoch"] + 1, run["step"])
 
-    writer = SummaryWriter(Path(cfg.logdir) / f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}")
-    writer.add_text("config", str(asdict(cfg)))
+    def save_state() -> None:
+        """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
+        rngs = ddp.gather(rng_state())
+        if ddp.is_main:
+            state = {
+                "config": asdict(cfg),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "run": run,
+                "rng": rngs,
+            }
+            save_training_state(cfg.resume, state)
+
+    net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
+    writer = None
+    if ddp.is_main:
+        from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+        writer = SummaryWriter(run["logdir"], purge_step=run["step"] + 1 if saved is not None else None)
+        writer.add_text("config", str(asdict(cfg)))
     save_to = Path(cfg.save_dir) / run_name(cfg)
-    best_metrics: dict[str, float] = {}
-    best_state = None
-    step = 0
-    for epoch in range(cfg.epochs):
+    while run["epoch"] < cfg.epochs:
+        epoch = run["epoch"]
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no synchronisation per step
-        bar = tqdm(sampler.epoch(epoch), total=len(sampler), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        loss_sum = torch.tensor(run["loss_sum"], device=device)  # summed on the device: no sync per step
+        batches = itertools.islice(sampler.epoch(epoch), run["batch"], None)  # a resumed epoch skips its done part
+        bar = tqdm(
+            batches,
+            initial=run["batch"],
+            total=len(sampler),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="step",
+            disable=not ddp.is_main,
+        )
         for rows in bar:
-            losses, outputs = compute_losses(model, train_data, rows, device)
-            loss = sum(losses.values())
-            if isinstance(optimizer, Sophia) and optimizer.hessian_due():  # Sophia: every --hess_interval steps
-                optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
-            loss.backward()
-            loss_sum += loss.detach()
-            if cfg.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            losses = train_step(net, model, optimizer, train_data, *ddp.shard(rows), cfg.clip, device)
+            loss_sum += sum(losses.values())
             if per_step_scheduler:
                 scheduler.step()
-            step += 1
-            if step % LOG_EVERY == 0:  # reading losses synchronises with the device: only every LOG_EVERY steps
+            run["step"] += 1
+            run["batch"] += 1
+            if run["step"] % LOG_EVERY == 0 and writer is not None:  # reading losses synchronises: only now and then
                 values = {t: v.item() for t, v in losses.items()}
                 bar.set_postfix(loss=f"{sum(values.values()):.3f}")
                 for t, v in values.items():
-                    writer.add_scalar(f"train_loss/{t}", v, step)
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
+                    writer.add_scalar(f"train_loss/{t}", v, run["step"])
+                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], run["step"])
+            if cfg.save_every and run["step"] % cfg.save_every == 0 and run["batch"] < len(sampler):
+                run["loss_sum"] = loss_sum.item()
+                save_state()
 
-        metrics, dev_predictions = evaluate(model, dev_data)
-        seconds = time.perf_counter() - started
-        for key, value in metrics.items():
-            writer.add_scalar(f"dev/{key}", value, epoch + 1)
-        log.info(
-            "epoch %d/%d: %s (%.0f s)",
-            epoch + 1,
-            cfg.epochs,
-            " ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
-            seconds,
-        )
+        metrics = {}
+        if ddp.is_main:
+            metrics, dev_predictions = evaluate(model, dev_data)
+            seconds = time.perf_counter() - started
+            for key, value in metrics.items():
+                writer.add_scalar(f"dev/{key}", value, epoch + 1)
+            log.info(
+                "epoch %d/%d: %s (%.0f s)",
+                epoch + 1,
+                cfg.epochs,
+                " ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
+                seconds,
+            )
+            if not run["best_metrics"] or metrics["mean"] > run["best_metrics"]["mean"]:
+                run["best_metrics"] = {**metrics, "epoch": epoch + 1}
+                save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": run["best_metrics"]})
+                write_predictions_of(cfg, "dev", dev_data, dev_predictions)
+            if report is not None:
+                report(
+                    {**metrics, "epoch": epoch + 1, "train_loss": loss_sum.item() / len(sampler), "seconds": seconds}
+                )
+        metrics = ddp.broadcast(metrics)
         if cfg.scheduler == "plateau":
             scheduler.step(metrics["mean"])
-        if not best_metrics or metrics["mean"] > best_metrics["mean"]:
-            best_metrics = {**metrics, "epoch": epoch + 1}
-            best_state = snapshot(model)
-            save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": best_metrics})
-            write_predictions_of(cfg, "dev", dev_data, dev_predictions)
-        if report is not None:
-            report({**metrics, "epoch": epoch + 1, "train_loss": loss_sum.item() / len(sampler), "seconds": seconds})
-    writer.close()
-    log.info("best epoch %d saved to %s", best_metrics["epoch"], save_to)
+        run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, best_metrics=ddp.broadcast(run["best_metrics"]))
+        if cfg.resume is not None:
+            save_state()
+    if writer is not None:
+        writer.close()
+    if ddp.is_main:
+        log.info("best epoch %d saved to %s", run["best_metrics"]["epoch"], save_to)
+        write_test_predictions(cfg, save_to, device)
+    return run["best_metrics"]
 
-    model.load_state_dict(best_state)
+
+def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
+    """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags."""
+    changed = [
+        f"--{k} {saved.get(k)} -> {v}"
+        for k, v in asdict(cfg).items()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+    ]
+    if changed:
+        raise MtbertError(
+            f"--resume {folder}: the saved run used other settings ({'; '.join(changed)}); "
+            "use the same flags, or another --resume folder to start a new run"
+        )
+
+
+def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device) -> None:
+    """Test predictions of the best model, read back from where it was saved."""
+    model, tokenizer, _ = load_model(best_folder)
+    model.to(device)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
@@ -238,7 +375,6 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, t)
     write_predictions_of(cfg, "test", test_data, predict(model, test_data))
-    return best_metrics
 
 
 def write_predictions_of(cfg: Config, split: str, data: dict[str, TaskData], predictions: dict[str, np.ndarray]):

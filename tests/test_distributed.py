@@ -1,0 +1,79 @@
+"""torchrun: two gloo processes on CPU train to the same parameters as one process with the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtbert.checkpoint import load_training_state
+from mtbert.config import Config
+from mtbert.distributed import Distributed
+
+from .test_resume import CHILD, run_child
+from .test_training import run_paths
+
+
+def test_shards_are_disjoint_and_cover_the_batch() -> None:
+    rows = {"sst": np.arange(5), "sts": np.arange(1)}
+    (a, wa), (b, wb) = [Distributed(r, 2, torch.device("cpu")).shard(rows) for r in range(2)]
+    assert sorted(a["sst"].tolist() + b["sst"].tolist()) == list(range(5))
+    assert (wa["sst"], wb["sst"]) == (6 / 5, 4 / 5)  # DDP's mean of the weighted means is the batch mean
+    assert (wa["sts"], wb["sts"]) == (2.0, 0.0)  # a one-row batch counts on rank 0 only; rank 1 computes it idly
+    assert Distributed(0, 1, torch.device("cpu")).shard(rows)[1] == {"sst": 1.0, "sts": 1.0}
+
+
+def torchrun(cfg: Config) -> list[dict]:
+    """Runs train(cfg) in 2 gloo processes; returns what each printed."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(CHILD)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*argv, json.dumps(asdict(cfg))], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path):
+    # no dropout anywhere (ranks draw different masks): the checkpoint's attention dropout off too
+    model = tmp_path / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_checkpoint, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
+    # 3 steps of global batch 4, 4 and 1: the last leaves rank 1 without rows, so its share weighting is tested
+    cfg = Config(
+        model=str(model), data_dir=str(toy_data), epochs=1, samples_per_epoch=9, batch_size=4,
+        lr=3e-3, scheduler="none", hidden_dropout_prob=0.0,
+        resume=str(tmp_path / "one-state"), **run_paths(tmp_path / "one"),
+    )  # fmt: skip
+    one = run_child(cfg)
+    assert one.returncode == 0, one.stderr
+
+    two = replace(cfg, resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
+    outputs = torchrun(two)
+    assert sorted(len(o["history"]) for o in outputs) == [0, 1]  # only rank 0 evaluates and reports
+    assert outputs[0]["best"] == outputs[1]["best"]
+
+    a, b = load_training_state(cfg.resume), load_training_state(two.resume)
+    assert a["run"]["step"] == b["run"]["step"] == 3
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, atol=1e-5, rtol=0, msg=name)
+    assert (tmp_path / "two" / "sst-test-output.csv").is_file()
+
+
+@pytest.mark.parametrize("optimizer", ["sophiag", "sophiah"])
+def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path, optimizer: str):
+    """The Hessian estimates are averaged over the ranks (a Hutchinson or GNB draw per rank, so not equal to one
+    process's); the run completes and its Hessian state is finite and positive somewhere."""
+    cfg = Config(
+        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=1, samples_per_epoch=9, batch_size=4,
+        lr=3e-3, optimizer=optimizer, hess_interval=2, resume=str(tmp_path / "state"), **run_paths(tmp_path),
+    )  # fmt: skip
+    outputs = torchrun(cfg)
+    assert outputs[0]["best"] == outputs[1]["best"]
+    hessians = [s["hessian"] for s in load_training_state(cfg.resume)["optimizer"]["state"].values()]
+    assert all(torch.isfinite(h).all() for h in hessians) and any((h > 0).any() for h in hessians)

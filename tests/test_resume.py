@@ -1,0 +1,99 @@
+"""--resume: a run killed mid-epoch continues to exactly the numbers of an uninterrupted run; states are atomic."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import mtbert.checkpoint
+from mtbert.checkpoint import load_training_state, save_training_state
+from mtbert.config import Config
+from mtbert.errors import MtbertError
+from mtbert.training import train
+
+from .test_training import run_paths
+
+CHILD = Path(__file__).with_name("train_child.py")
+
+
+def run_child(cfg: Config, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(CHILD), json.dumps(asdict(cfg))] + ([str(kill_at)] if kill_at else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    # 4 steps per epoch; dropout on, so that resuming must restore the random generators too
+    return Config(
+        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=2,
+        lr=3e-3, scheduler="plateau", hidden_dropout_prob=0.1, save_every=3,
+        resume=str(tmp_path / "state"), **run_paths(tmp_path),
+    )  # fmt: skip
+
+
+def test_killed_run_resumes_to_the_same_parameters_and_metrics(cfg: Config, tmp_path: Path) -> None:
+    whole = replace(cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
+    done = run_child(whole)
+    assert done.returncode == 0, done.stderr
+    expected = json.loads(done.stdout.splitlines()[-1])
+
+    killed = run_child(cfg, kill_at=8)  # batch 8 is epoch 2's last; the state of step 6 (--save_every 3) is on disk
+    assert killed.returncode == -signal.SIGKILL
+    state = load_training_state(cfg.resume)
+    assert (state["run"]["epoch"], state["run"]["batch"], state["run"]["step"]) == (1, 2, 6)
+
+    resumed = run_child(cfg)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    result = json.loads(resumed.stdout.splitlines()[-1])
+    drop_seconds = [{k: v for k, v in h.items() if k != "seconds"} for h in expected["history"]]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]] == drop_seconds[1:]
+    assert result["best"] == expected["best"]
+    final, reference = load_training_state(cfg.resume), load_training_state(whole.resume)
+    assert final["run"]["step"] == reference["run"]["step"] == 12
+    for name, value in reference["model"].items():
+        assert torch.equal(final["model"][name], value), name
+    for a, b in zip(final["optimizer"]["state"].values(), reference["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_crash_while_writing_the_state_keeps_the_previous_one(tmp_path: Path, monkeypatch) -> None:
+    save_training_state(tmp_path, {"run": {"step": 1}, "w": torch.ones(3)})
+
+    def dying_save(obj, f) -> None:
+        f.write(b"half a state")
+        raise KeyboardInterrupt  # the process is stopped in the middle of writing
+
+    monkeypatch.setattr(mtbert.checkpoint.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_state(tmp_path, {"run": {"step": 2}, "w": torch.zeros(3)})
+    state = load_training_state(tmp_path)
+    assert state["run"]["step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["training_state.pt"]  # no temporary file left behind
+
+
+def test_damaged_state_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "training_state.pt").write_bytes(b"not a state")
+    with pytest.raises(MtbertError, match="training_state.pt: cannot read"):
+        load_training_state(tmp_path)
+
+
+def test_resume_with_other_settings_is_refused(cfg: Config) -> None:
+    train(replace(cfg, epochs=1))
+    with pytest.raises(MtbertError, match=r"--lr 0.003 -> 0.001"):
+        train(replace(cfg, epochs=1, lr=1e-3))
+
+
+def test_finished_run_is_not_trained_again(cfg: Config) -> None:
+    short = replace(cfg, epochs=1)
+    first = train(short)
+    history: list = []
+    assert train(short, report=history.append) == first
+    assert history == []

@@ -1,0 +1,32 @@
+"""Runs mtbert's train() in a child process, for the resume and torchrun tests.
+
+    python tests/train_child.py CONFIG_JSON [KILL_AT]
+
+Prints {"best": ..., "history": ...} as JSON. With KILL_AT, the process sends itself SIGKILL as its KILL_AT-th
+training batch starts: no cleanup runs, as when a job is killed.
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+
+import mtbert.training as training
+from mtbert.config import Config
+
+if len(sys.argv) > 2:
+    kill_at, calls, compute_losses = int(sys.argv[2]), [0], training.compute_losses
+
+    def killing_compute_losses(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return compute_losses(*args, **kwargs)
+
+    training.compute_losses = killing_compute_losses
+
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+history: list[dict] = []
+best = training.train(Config(**json.loads(sys.argv[1])), report=history.append)
+print(json.dumps({"best": best, "history": history}))
