@@ -226,18 +226,9 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
     )
     lr = cfg.learning_rate
-    optimizer = build_optimizer(
-        cfg.optimizer,
-        model,
-        model.heads,
-        lr,
-        cfg.head_lr if cfg.head_lr is not None else lr,
-        cfg.weight_decay,
-        cfg.beta1,
-        cfg.beta2,
-        cfg.rho,
-        cfg.hess_interval,
-    )
+    head_lr = cfg.head_lr if cfg.head_lr is not None else lr
+    betas_rho = {"beta1": cfg.beta1, "beta2": cfg.beta2, "rho": cfg.rho, "hess_interval": cfg.hess_interval}
+    optimizer = build_optimizer(cfg.optimizer, model, model.heads, lr, head_lr, cfg.weight_decay, **betas_rho)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
     per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
 
