@@ -134,6 +134,7 @@ class Sophia(torch.optim.Optimizer):
             raise ValueError(f"Sophia's betas must lie in [0, 1), got {betas}")
         if hess_interval < 1:
             raise ValueError(f"hess_interval must be at least 1, got {hess_interval}")
+        # the step count lives in the param groups, so that state_dict() saves it with them
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -142,7 +143,7 @@ class Sophia(torch.optim.Optimizer):
             "eps": eps,
             "hess_interval": hess_interval,
             "step": 0,
-        }  # the step count lives in the groups: saved with them
+        }
         super().__init__(params, defaults)
 
     def hessian_due(self) -> bool:
