@@ -47,8 +47,8 @@ class Distributed:
         return shares, weights
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """The model in DistributedDataParallel (which all-reduces gradients in backward), or as it is."""
-        if self.world_size == 1:
+        """The model in DistributedDataParallel (which all-reduces gradients in backward) under torchrun, or as is."""
+        if not dist.is_initialized():
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -71,12 +71,15 @@ class Distributed:
 
 
 def setup(use_gpu: bool) -> Distributed:
-    """Joins the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs); one process otherwise."""
+    """Joins the process group when started by torchrun (NCCL on GPUs, gloo on CPUs); one process otherwise.
+
+    Under torchrun even a single process goes through the process group and DDP, so one GPU can check that path.
+    """
     if use_gpu and not torch.cuda.is_available():
         raise MtbertError("--use_gpu: CUDA is not available on this machine")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    if "LOCAL_RANK" not in os.environ:  # set by torchrun
         return Distributed(0, 1, torch.device("cuda" if use_gpu else "cpu"))
+    world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_gpu:
         torch.cuda.set_device(local_rank)
