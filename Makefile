@@ -25,8 +25,11 @@ data: $(STAMP)
 OPTIMIZER ?= adamw
 TRAIN_ARGS ?= --epochs 4 --samples_per_epoch 3000 --head_lr 1e-3 --hidden_dropout_prob 0 --batch_size 64
 
+# glibc raises its mmap threshold as large blocks are freed, so activations of changing shapes pile up on a
+# fragmenting heap; a fixed 4 MiB threshold lowers the peak RSS of this default from 2.85 to 2.76 GiB at the same
+# speed (README, Speed).
 train: data
-	$(PY) -m mtbert train --data_dir data --optimizer $(OPTIMIZER) $(TRAIN_ARGS)
+	MALLOC_MMAP_THRESHOLD_=4194304 $(PY) -m mtbert train --data_dir data --optimizer $(OPTIMIZER) $(TRAIN_ARGS)
 
 test: data
 	$(PY) -m pytest -q

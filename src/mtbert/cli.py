@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import sys
@@ -86,25 +85,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         raise SystemExit(2) from None
 
 
-def use_fixed_mmap_threshold(size: int = 4 << 20) -> None:
-    """Serves allocations of `size` bytes and more with mmap (glibc only; elsewhere a no-op).
-
-    glibc raises its mmap threshold whenever a large block is freed, so after the first step the activations of
-    every shape come from the heap, which fragments as the shapes change from step to step: `make train` then
-    peaked at 2.85 GiB RSS. A fixed 4 MiB threshold returns large tensors to the system when they are freed:
-    2.76 GiB, at the same speed (README, Speed).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, size)  # -3: M_MMAP_THRESHOLD in <malloc.h>
-
-
 def run_train(cfg: Config) -> None:
     from mtbert.training import train
 
-    use_fixed_mmap_threshold()
     history: list[dict[str, float]] = []
     best = train(cfg, report=history.append)
     if not history:  # a torchrun rank other than 0, or a resumed run that had finished
