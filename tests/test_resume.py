@@ -97,3 +97,14 @@ def test_finished_run_is_not_trained_again(cfg: Config) -> None:
     history: list = []
     assert train(short, report=history.append) == first
     assert history == []
+
+
+def test_resume_with_another_number_of_processes_is_refused(cfg: Config) -> None:
+    short = replace(cfg, epochs=2, save_every=0)
+    train(short)
+    state = load_training_state(cfg.resume)
+    state["rng"] = state["rng"] * 2  # as if saved by 2 torchrun processes
+    state["run"]["epoch"] = 1
+    save_training_state(cfg.resume, state)
+    with pytest.raises(MtbertError, match=r"saved by 2 process\(es\), resumed by 1"):
+        train(short)

@@ -244,6 +244,11 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     saved = load_training_state(cfg.resume) if cfg.resume is not None else None
     if saved is not None:
         check_resumable(cfg, saved["config"], cfg.resume)
+        if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
+            raise MtbertError(
+                f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
+                "resume with the same number of processes"
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
