@@ -243,32 +243,16 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     }
     saved = load_training_state(cfg.resume) if cfg.resume is not None else None
     if saved is not None:
-        check_resumable(cfg, saved["config"], cfg.resume)
-        if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
-            raise MtbertError(
-                f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
-                "resume with the same number of processes"
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        run = saved["run"]
-        set_rng_state(saved["rng"][ddp.rank])
+        run = restore(cfg, saved, ddp, model, optimizer, scheduler)
         log.info("resuming from %s: epoch %d, step %d", cfg.resume, run["epoch"] + 1, run["step"])
 
     def save_state() -> None:
         """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
         rngs = ddp.gather(rng_state())
         if ddp.is_main:
-            state = {
-                "config": asdict(cfg),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "run": run,
-                "rng": rngs,
-            }
+            scheduler_state = scheduler.state_dict() if scheduler is not None else None
+            state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler_state, "run": run, "rng": rngs}  # fmt: skip
             save_training_state(cfg.resume, state)
 
     net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
@@ -343,6 +327,30 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         log.info("best epoch %d saved to %s", run["best_metrics"]["epoch"], save_to)
         write_test_predictions(cfg, save_to, device)
     return run["best_metrics"]
+
+
+def restore(
+    cfg: Config,
+    saved: dict,
+    ddp: Distributed,
+    model: MultitaskModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None,
+) -> dict:
+    """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
+    returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
+    check_resumable(cfg, saved["config"], cfg.resume)
+    if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
+        raise MtbertError(
+            f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
+            "resume with the same number of processes"
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"][ddp.rank])
+    return saved["run"]
 
 
 def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
