@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mtbert.data import atomic_write_bytes
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
@@ -72,20 +74,13 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
 
 
 def save_training_state(folder: str | Path, state: dict) -> None:
-    """Writes the full training state to `folder`/training_state.pt: first to a temporary file, flushed to disk, then
-    renamed over the previous state, so that the previous state stays loadable until the new one is complete."""
+    """Writes the full training state to `folder`/training_state.pt atomically (see `atomic_write_bytes`), so that
+    the previous state stays loadable until the new one is complete."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{STATE}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / STATE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(folder / STATE, buffer.getvalue())
 
 
 def load_training_state(folder: str | Path) -> dict | None:
