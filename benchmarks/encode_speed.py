@@ -1,6 +1,6 @@
 """mtbert.encode against sentence-transformers' encode on the same 10,000 sentences of the data.
 
-    python benchmarks/encode_speed.py [--device cpu|cuda] [--threads 2] [--n 10000]
+    python benchmarks/encode_speed.py [--device cpu|cuda] [--threads 2] [--n 10000] [--checkpoint DIR]
 
 Both use the packaged all-MiniLM-L6-v2 and their default batch sizes; prints one JSON line with sentences/s of
 each, the ratio ours / sentence-transformers, and the largest difference between the two embeddings.
@@ -39,21 +39,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=10000, help="number of sentences")
     parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--checkpoint", help="BERT checkpoint folder (default: the packaged MiniLM)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from sentence_transformers import SentenceTransformer
 
     texts = sentences(args.data_dir, args.n)
-    st = SentenceTransformer(str(default_checkpoint()), device=args.device)
+    folder = args.checkpoint or str(default_checkpoint())
+    st = SentenceTransformer(folder, device=args.device, model_kwargs={"dtype": torch.float32})  # as ours
     warm = texts[:256]
     st.encode(warm)
-    encode(warm, device=args.device)
+    encode(warm, model=folder, device=args.device)
 
     start = time.perf_counter()
     theirs = st.encode(texts)
     st_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    ours = encode(texts, device=args.device)
+    ours = encode(texts, model=folder, device=args.device)
     our_seconds = time.perf_counter() - start
     print(
         json.dumps(

@@ -1,12 +1,15 @@
 """Our training step against the plain Hugging Face loop a user would write, on the same data, model and batches.
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
+        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--profile]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
 with padding to its longest sentence, one encoder forward per task and side (SST 1, Quora 2, STS 2), the losses
 summed, AdamW. Ours: the step of `mtbert.training.train` (sentences tokenized once, all tasks in one
-length-sorted pass). Each runs in its own subprocess (so each peak memory is its own) over the same sampled
-batches; prints one JSON line with samples/s, real tokens/s, the ratio ours / reference and peak memory.
+length-sorted pass, bf16 autocast on CUDA). Each runs in its own subprocess (so each peak memory is its own)
+over the same sampled batches; prints one JSON line with samples/s, real tokens/s, the ratio ours / reference,
+peak memory, and the model FLOP rate of each (and on CUDA its fraction of the chip's dense bf16 peak, MFU).
+--profile prints where ours spends its time instead (PyTorch profiler, ops by device time).
 """
 
 from __future__ import annotations
@@ -24,45 +27,53 @@ from mtbert.config import Config
 from mtbert.data import MultitaskSampler
 from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint
 from mtbert.model import MultitaskModel
+from mtbert.optim import build_optimizer
 from mtbert.tasks import TASKS
 from mtbert.tokenizer import Tokenizer
 from mtbert.training import read_task, task_file, train_step
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
 BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+# Dense bf16 matrix peak (TFLOP/s) of the chips MFU is reported for (NVIDIA datasheets, SXM parts).
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def setup(args: argparse.Namespace):
     torch.manual_seed(0)
-    tokenizer = Tokenizer.from_pretrained()
+    tokenizer = Tokenizer.from_pretrained(args.checkpoint)
     tokenizer.set_max_length(128)
     cfg = Config(data_dir=args.data_dir)
     data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, args.batch_size * args.steps, args.batch_size, 0)
     steps = list(sampler.epoch(0))
-    encoder = BertEncoder.from_pretrained() if args.model == "minilm" else BertEncoder(BERT_BASE)
+    encoder = BertEncoder.from_pretrained(args.checkpoint) if args.model == "minilm" else BertEncoder(BERT_BASE)
     return cfg, data, steps, encoder
 
 
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    model.chunk_tokens = args.chunk_tokens
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as training sets it
+    optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 
     def step(rows: dict) -> None:
-        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device)
+        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device, args.precision)
 
-    return measure(step, steps, data, args)
+    if args.profile:
+        return profile(step, steps, args)
+    return measure(step, steps, data, args, encoder.config)
 
 
 def run_reference(args: argparse.Namespace) -> dict:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     cfg, data, steps, encoder = setup(args)
-    folder = str(default_checkpoint())
+    folder = str(args.checkpoint or default_checkpoint())
     hf_tokenizer = BertTokenizerFast.from_pretrained(folder)
     if args.model == "minilm":
-        bert = BertModel.from_pretrained(folder, add_pooling_layer=False)
+        bert = BertModel.from_pretrained(folder, add_pooling_layer=False, dtype=torch.float32)
     else:
         bert = BertModel(BertConfig(**BERT_BASE.to_dict()), add_pooling_layer=False)
     ours = MultitaskModel(encoder, cfg.tasks, 0.1)  # borrowed for its pooling and heads only
@@ -85,10 +96,18 @@ def run_reference(args: argparse.Namespace) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return measure(step, steps, data, args)
+    return measure(step, steps, data, args, encoder.config)
 
 
-def measure(step, steps: list[dict], data: dict, args: argparse.Namespace) -> dict:
+def training_flops(lengths: list[int], cfg: EncoderConfig) -> float:
+    """Model FLOPs of a training step (forward + backward = 3 forwards) over sentences of these real lengths:
+    per token 2 FLOPs per weight of the layers' matrices, plus attention's QK^T and AV, 4 n H per token per layer."""
+    H, L = cfg.hidden_size, cfg.num_hidden_layers
+    weights = L * (4 * H * H + 2 * H * cfg.intermediate_size)
+    return 3 * sum(2 * n * weights + 4 * n * n * H * L for n in lengths)
+
+
+def measure(step, steps: list[dict], data: dict, args: argparse.Namespace, cfg: EncoderConfig) -> dict:
     sync = torch.cuda.synchronize if args.device == "cuda" else lambda: None
     for rows in steps[: args.warmup]:
         step(rows)
@@ -100,20 +119,54 @@ def measure(step, steps: list[dict], data: dict, args: argparse.Namespace) -> di
     seconds = time.perf_counter() - start
     timed = steps[args.warmup :]
     samples = sum(len(index) for rows in timed for index in rows.values())
-    tokens = sum(
+    lengths = [
         len(data[t].tokens[c][i])
         for rows in timed
         for t, idx in rows.items()
         for c in range(len(data[t].tokens))
         for i in idx
-    )
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None
-    return {
+    ]
+    tflops = training_flops(lengths, cfg) / seconds / 1e12
+    result = {
         "samples_per_s": round(samples / seconds, 1),
-        "tokens_per_s": round(tokens / seconds, 1),
+        "tokens_per_s": round(sum(lengths) / seconds, 1),
+        "ms_per_step": round(1000 * seconds / len(timed), 2),
+        "model_tflops": round(tflops, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "peak_cuda_gb": peak and round(peak, 2),
     }
+    if args.device == "cuda":
+        result["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        name = torch.cuda.get_device_name()
+        peak = next((v for chip, v in PEAK_BF16_TFLOPS.items() if chip in name), None)
+        result["mfu"] = peak and round(tflops / peak, 4)
+    return result
+
+
+def profile(step, steps: list[dict], args: argparse.Namespace) -> dict:
+    """Runs the timed steps under the PyTorch profiler; prints the ops by device (else CPU) time, and returns how
+    busy the device was: its summed kernel time over the wall time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = args.device == "cuda"
+    for rows in steps[: args.warmup]:
+        step(rows)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for rows in steps[args.warmup :]:
+            step(rows)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    averages = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(averages.table(sort_by=key, row_limit=25), file=sys.stderr)
+    busy = sum(getattr(e, key) for e in averages) / 1e6  # microseconds -> seconds
+    kernels = sum(e.count for e in averages if cuda and getattr(e, key) > 0 and e.device_type.name == "CUDA")
+    n = len(steps) - args.warmup
+    return {"ms_per_step": round(1000 * seconds / n, 2), "busy_fraction": round(busy / seconds, 3),
+            "device_kernels_per_step": kernels // n if cuda else None}  # fmt: skip
 
 
 def main() -> None:
@@ -125,10 +178,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--only", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="ours, as in training")
+    parser.add_argument("--chunk_tokens", type=int, help="ours: tokens per encoder pass (default: as in training)")
+    parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
+    parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
     args = parser.parse_args()
     args.steps += args.warmup
     torch.set_num_threads(args.threads)
+    if args.profile:
+        args.only = "ours"
     if args.only:
         print(json.dumps((run_ours if args.only == "ours" else run_reference)(args)))
         return

@@ -12,7 +12,7 @@ from mtbert.checkpoint import load_model, save_model
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.training import build_model, evaluate, read_task, task_file, train
+from mtbert.training import autocast, autocast_dtype, build_model, evaluate, read_task, task_file, train
 
 
 def run_paths(folder: Path) -> dict[str, str]:
@@ -67,13 +67,32 @@ def test_sophia_trains_all_three_tasks(cfg: Config, optimizer: str) -> None:
     assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > max(0.8, before["sts/pearson"])
 
 
+def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
+    """--precision bf16 (the default on CUDA) fits the toy data like fp32; its first epoch's loss is fp32's within
+    bf16 rounding, and the weights stay float32."""
+    fp32, bf16 = [], []
+    train(replace(cfg, epochs=1), report=fp32.append)
+    best = train(replace(cfg, precision="bf16"), report=bf16.append)
+    assert abs(bf16[0]["train_loss"] - fp32[0]["train_loss"]) < 0.02 * fp32[0]["train_loss"]
+    assert bf16[-1]["train_loss"] < 0.5 * bf16[0]["train_loss"]
+    assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > 0.8
+    model, _, _ = load_model(Path(cfg.save_dir) / "finetune-12-0.003-multitask")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_autocast_follows_precision_and_device() -> None:
+    assert autocast_dtype("cuda", "auto") == autocast_dtype("cpu", "bf16") == torch.bfloat16
+    assert autocast_dtype("cpu", "auto") is autocast_dtype("cuda", "fp32") is None
+    assert not autocast("cpu", "auto")._enabled and autocast("cpu", "bf16")._enabled
+
+
 def test_same_seed_same_numbers(cfg: Config) -> None:
     short = replace(cfg, epochs=2)
     a, b = [], []
     train(short, report=a.append)
     train(short, report=b.append)
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a]
-    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in b]
+    strip = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in a]
+    assert strip == [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in b]
     c = []
     train(replace(short, seed=1), report=c.append)
     assert c[-1]["train_loss"] != a[-1]["train_loss"]

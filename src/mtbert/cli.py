@@ -98,10 +98,11 @@ def run_train(cfg: Config) -> None:
 
 def format_table(history: list[dict[str, float]]) -> str:
     """The dev metrics of every epoch as a plain-text table."""
-    keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", "seconds"]
+    keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", "train_seconds", "seconds"]
     head = ["epoch"] + keys
     rows = [
-        [str(int(h["epoch"]))] + [f"{h[k]:.3f}" if k != "seconds" else f"{h[k]:.0f}" for k in keys] for h in history
+        [str(int(h["epoch"]))] + [f"{h[k]:.1f}" if k.endswith("seconds") else f"{h[k]:.3f}" for k in keys]
+        for h in history
     ]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]

@@ -56,6 +56,17 @@ class Config:
     sts_dev_out: str = opt("predictions/sts-dev-output.csv", "dev predictions for STS")
     sts_test_out: str = opt("predictions/sts-test-output.csv", "test predictions for STS")
     max_length: int = opt(128, "sentences are truncated to this many word pieces")
+    # --- speed
+    precision: Literal["auto", "fp32", "bf16"] = opt(
+        "auto",
+        "bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32); auto: bf16 on "
+        "CUDA, fp32 on CPU",
+    )
+    chunk_tokens: int | None = opt(
+        None,
+        "padded tokens per encoder pass: a step's sentences are sorted by length and encoded in chunks of at "
+        "most this many (default: 1024 on CPU, 16384 on CUDA)",
+    )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(
         "adamw", "adamw, or Sophia with the Gauss-Newton-Bartlett (sophiag) or Hutchinson (sophiah) Hessian estimate"
@@ -99,8 +110,8 @@ class Config:
             raise ValueError(f"--save_every must not be negative, got {self.save_every}")
         if self.save_every and self.resume is None:
             raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
-        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval"):
-            if getattr(self, name) < 1:
+        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "head_lr", "weight_decay", "clip", "rho"):
             value = getattr(self, name)

@@ -153,10 +153,9 @@ class BertEncoder(nn.Module):
         """input_ids, attention_mask, token_type_ids: (B, T); extra_embeddings: (B, T, H). Returns (B, T, H)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        # A batch without padding needs no mask, which lets SDPA pick its fastest kernel.
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        # (B, 1, 1, T), True where a key is a real token. Callers pass no mask for a batch without padding, which
+        # lets SDPA pick its fastest kernel (checking the mask here would wait for the GPU).
+        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
         x = self.emb(input_ids, token_type_ids, extra_embeddings)
         for layer in self.layers:
             x = layer(x, mask)

@@ -10,9 +10,10 @@ from mtbert.heads import AttentionPooling
 from mtbert.tasks import TASKS
 from mtbert.tokenizer import pad_batch
 
-# Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens,
-# so that short sentences are not padded to the longest one of the step.
-CHUNK_TOKENS = 1024
+# Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens, so that
+# short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
+# to launching kernels rather than to padding, wants few large passes.
+CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
 
 
 class MultitaskModel(nn.Module):
@@ -23,6 +24,7 @@ class MultitaskModel(nn.Module):
         self.pool = AttentionPooling(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
+        self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
 
     @property
     def device(self) -> torch.device:
@@ -31,19 +33,21 @@ class MultitaskModel(nn.Module):
     def embed(self, sentences: list[list[int]]) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded in length-sorted chunks; output in input order."""
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        budget = self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
         chunks, start = [], 0
         while start < len(order):
             end = start + 1
             # grow the chunk while (sequences x longest length) stays within the token budget
-            while end < len(order) and (end - start + 1) * len(sentences[order[end]]) <= CHUNK_TOKENS:
+            while end < len(order) and (end - start + 1) * len(sentences[order[end]]) <= budget:
                 end += 1
             chunks.append(order[start:end])
             start = end
         pooled = []
         for chunk in chunks:
+            padded = len(sentences[chunk[0]]) < len(sentences[chunk[-1]])  # sorted: shortest first
             ids, mask = pad_batch([sentences[i] for i in chunk], self.pad_id)
             ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-            pooled.append(self.pool(self.encoder(ids, mask), mask))  # (b, H)
+            pooled.append(self.pool(self.encoder(ids, mask if padded else None), mask))  # (b, H)
         out = torch.cat(pooled)  # (N, H) in sorted order
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))

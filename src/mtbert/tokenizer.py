@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import BertWordPieceTokenizer
 
@@ -74,13 +76,11 @@ class Tokenizer:
 
 def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pads token id lists to the longest: returns input_ids and attention_mask, both (B, T)."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids, mask
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
+    mask = np.arange(lengths.max()) < lengths[:, None]  # (B, T), row-major like the concatenated ids
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
 
 def _read_json(file: Path) -> dict:

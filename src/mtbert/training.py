@@ -68,11 +68,23 @@ def compute_losses(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
     the encoder together."""
-    outputs = model({t: data[t].rows(index) for t, index in rows.items()})
+    outputs = {t: out.float() for t, out in model({t: data[t].rows(index) for t, index in rows.items()}).items()}
     losses = {
         t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()
     }
     return losses, outputs
+
+
+def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:
+    """The forward pass's autocast type for --precision: bfloat16 for bf16, and for auto on CUDA; else none."""
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device_type == "cuda") else None
+
+
+def autocast(device: torch.device | str, precision: str) -> torch.autocast:
+    """Autocast as --precision says. Weights, gradients and the optimizer stay float32: bf16 needs no loss scaling."""
+    device_type = torch.device(device).type
+    dtype = autocast_dtype(device_type, precision)
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def train_step(
@@ -84,12 +96,14 @@ def train_step(
     weights: dict[str, float],
     clip: float,
     device: torch.device | str,
+    precision: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (see
     Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
     # Hutchinson's estimate differentiates attention twice, which only SDPA's math kernel can do
-    with sdpa_kernel(SDPBackend.MATH) if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext():
+    math_only = sdpa_kernel(SDPBackend.MATH) if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
+    with math_only, autocast(device, precision):
         losses, outputs = compute_losses(net, data, rows, device)
     losses = {t: weights[t] * v for t, v in losses.items()}
     loss = sum(losses.values())
@@ -112,20 +126,23 @@ def hessian_loss(optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: 
 
 
 @torch.inference_mode()
-def predict(model: MultitaskModel, data: dict[str, TaskData]) -> dict[str, np.ndarray]:
+def predict(model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto") -> dict[str, np.ndarray]:
     """Predictions of every task's rows, all sentences encoded in one length-sorted pass."""
     if not data:
         return {}
     was_training = model.training
     model.eval()
-    outputs = model({task: d.tokens for task, d in data.items()})
+    with autocast(model.device, precision):
+        outputs = model({task: d.tokens for task, d in data.items()})
     model.train(was_training)
-    return {task: TASKS[task].predict(out).cpu().numpy() for task, out in outputs.items()}
+    return {task: TASKS[task].predict(out.float()).cpu().numpy() for task, out in outputs.items()}
 
 
-def evaluate(model: MultitaskModel, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate(
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto"
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics keyed "{task}/{metric}" for the labelled tasks, plus "mean" (each mapped to [0, 1]) when all are."""
-    predictions = predict(model, data)
+    predictions = predict(model, data, precision)
     metrics: dict[str, float] = {}
     for task, d in data.items():
         if d.labels is not None:
@@ -215,6 +232,9 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
+    model.chunk_tokens = cfg.chunk_tokens
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matrix products remain (fp32 runs, heads)
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
@@ -278,7 +298,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
             disable=not ddp.is_main,
         )
         for rows in bar:
-            losses = train_step(net, model, optimizer, train_data, *ddp.shard(rows), cfg.clip, device)
+            losses = train_step(net, model, optimizer, train_data, *ddp.shard(rows), cfg.clip, device, cfg.precision)
             loss_sum += sum(losses.values())
             if per_step_scheduler:
                 scheduler.step()
@@ -294,18 +314,21 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
                 run["loss_sum"] = loss_sum.item()
                 save_state()
 
+        epoch_loss = loss_sum.item() / len(sampler)  # waits for the device: the epoch's training time ends here
+        train_seconds = time.perf_counter() - started
         metrics = {}
         if ddp.is_main:
-            metrics, dev_predictions = evaluate(model, dev_data)
+            metrics, dev_predictions = evaluate(model, dev_data, cfg.precision)
             seconds = time.perf_counter() - started
             for key, value in metrics.items():
                 writer.add_scalar(f"dev/{key}", value, epoch + 1)
             log.info(
-                "epoch %d/%d: %s (%.0f s)",
+                "epoch %d/%d: %s (training %.1f s, evaluation %.1f s)",
                 epoch + 1,
                 cfg.epochs,
                 " ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
-                seconds,
+                train_seconds,
+                seconds - train_seconds,
             )
             if not run["best_metrics"] or metrics["mean"] > run["best_metrics"]["mean"]:
                 run["best_metrics"] = {**metrics, "epoch": epoch + 1}
@@ -313,7 +336,13 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
                 write_predictions_of(cfg, "dev", dev_data, dev_predictions)
             if report is not None:
                 report(
-                    {**metrics, "epoch": epoch + 1, "train_loss": loss_sum.item() / len(sampler), "seconds": seconds}
+                    {
+                        **metrics,
+                        "epoch": epoch + 1,
+                        "train_loss": epoch_loss,
+                        "seconds": seconds,
+                        "train_seconds": train_seconds,
+                    }  # fmt: skip
                 )
         metrics = ddp.broadcast(metrics)
         if cfg.scheduler == "plateau":
@@ -371,6 +400,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device)
     """Test predictions of the best model, read back from where it was saved."""
     model, tokenizer, _ = load_model(best_folder)
     model.to(device)
+    model.chunk_tokens = cfg.chunk_tokens
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
@@ -378,7 +408,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device)
             test_data[t] = read_task(path, t, tokenizer, require_labels=False)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, t)
-    write_predictions_of(cfg, "test", test_data, predict(model, test_data))
+    write_predictions_of(cfg, "test", test_data, predict(model, test_data, cfg.precision))
 
 
 def write_predictions_of(cfg: Config, split: str, data: dict[str, TaskData], predictions: dict[str, np.ndarray]):

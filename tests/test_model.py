@@ -1,0 +1,31 @@
+"""The multitask model's one encoder pass: length-sorted chunks give the same embeddings as one padded batch."""
+
+import pytest
+import torch
+
+from mtbert.encoder import BertEncoder, EncoderConfig
+from mtbert.model import MultitaskModel
+from mtbert.tokenizer import pad_batch
+
+from .conftest import TINY
+
+
+def test_pad_batch() -> None:
+    ids, mask = pad_batch([[5, 6, 7], [8], [9, 10]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 12, 40])
+def test_chunked_embeddings_equal_one_padded_pass(chunk_tokens: int) -> None:
+    torch.manual_seed(0)
+    model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(2, 15, (23,), generator=g).tolist()
+    sentences = [torch.randint(5, TINY["vocab_size"], (n,), generator=g).tolist() for n in lengths]
+    sentences.append(list(sentences[0]))  # equal lengths: a chunk without padding, encoded without a mask
+    ids, mask = pad_batch(sentences, 0)
+    expected = model.pool(model.encoder(ids, mask), mask)  # (N, H), every sentence padded to the longest
+    model.chunk_tokens = chunk_tokens
+    torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
