@@ -3,7 +3,7 @@
     python scripts/sweep.py GRID [common training flags...]
 
 Each non-empty line of GRID (# starts a comment) holds training flags, added to the common ones; a later flag
-overrides an earlier one. Every run prints one JSON line {"flags": ..., "best": {...}, "seconds": ...}, so a grid
+overrides an earlier one. Every run prints one JSON line {"flags", "best", "epochs", "seconds"}, so a grid
 can be run where the GPU is and read back. (The hyper-parameter search issue brings Ray Tune + Optuna; this is
 the plain grid.)
 """
@@ -32,10 +32,11 @@ def main() -> None:
         argv = sys.argv[2:] + shlex.split(flags)
         cfg = config_from_args(parser, parser.parse_args(argv))
         started = time.perf_counter()
-        best = train(cfg)
-        print(
-            json.dumps({"flags": flags, "best": best, "seconds": round(time.perf_counter() - started, 1)}), flush=True
-        )
+        history: list[dict[str, float]] = []
+        best = train(cfg, report=history.append)
+        epochs = [{k: round(v, 4) for k, v in h.items() if "/" in k} for h in history]
+        seconds = round(time.perf_counter() - started, 1)
+        print(json.dumps({"flags": flags, "best": best, "epochs": epochs, "seconds": seconds}), flush=True)
 
 
 if __name__ == "__main__":
