@@ -1,18 +1,24 @@
-"""Saved models: safetensors weights + JSON config + tokenizer files in one folder, written atomically."""
+"""Saved models (safetensors weights + JSON config + tokenizer files in one folder, written atomically) and the
+full training state that --resume saves and restores."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import random
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mtbert.config import Config
 from mtbert.data import atomic_write_bytes
+from mtbert.distributed import Distributed
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
@@ -92,3 +98,65 @@ def load_training_state(folder: str | Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file: torch raises several error types
         raise MtbertError(f"{path}: cannot read the training state ({e}); delete it to start afresh") from e
+
+
+# Config fields a resumed run may change; any other difference from the saved run's config is an error.
+RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens"}
+
+
+def restore(
+    cfg: Config,
+    saved: dict,
+    ddp: Distributed,
+    model: MultitaskModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None,
+) -> dict:
+    """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
+    returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
+    check_resumable(cfg, saved["config"], cfg.resume)
+    if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
+        raise MtbertError(
+            f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
+            "resume with the same number of processes"
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng"][ddp.rank])
+    return saved["run"]
+
+
+def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
+    """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags."""
+    changed = [
+        f"--{k} {saved.get(k)} -> {v}"
+        for k, v in asdict(cfg).items()
+        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+    ]
+    if changed:
+        raise MtbertError(
+            f"--resume {folder}: the saved run used other settings ({'; '.join(changed)}); "
+            "use the same flags, or another --resume folder to start a new run"
+        )
+
+
+def rng_state() -> dict:
+    """Every random generator's state (Python, NumPy, torch CPU and CUDA) as tensors and plain values."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -18,7 +18,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from mtbert import distributed
-from mtbert.checkpoint import load_model, load_training_state, save_model, save_training_state
+from mtbert.checkpoint import (
+    load_model,
+    load_training_state,
+    restore,
+    rng_state,
+    save_model,
+    save_training_state,
+)
 from mtbert.config import Config
 from mtbert.data import Examples, MultitaskSampler, read_examples, write_predictions
 from mtbert.distributed import Distributed
@@ -165,26 +172,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Every random generator's state (Python, NumPy, torch CPU and CUDA) as tensors and plain values."""
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
     if cfg.checkpoint is not None:
@@ -205,10 +192,6 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
 
 def run_name(cfg: Config) -> str:
     return f"{cfg.option}-{cfg.epochs}-{cfg.learning_rate}-multitask"
-
-
-# Config fields a resumed run may change; any other difference from the saved run's config is an error.
-RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu"}
 
 
 def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None) -> dict[str, float]:
@@ -356,44 +339,6 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         log.info("best epoch %d saved to %s", run["best_metrics"]["epoch"], save_to)
         write_test_predictions(cfg, save_to, device)
     return run["best_metrics"]
-
-
-def restore(
-    cfg: Config,
-    saved: dict,
-    ddp: Distributed,
-    model: MultitaskModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None,
-) -> dict:
-    """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
-    returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
-    check_resumable(cfg, saved["config"], cfg.resume)
-    if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
-        raise MtbertError(
-            f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
-            "resume with the same number of processes"
-        )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(saved["scheduler"])
-    set_rng_state(saved["rng"][ddp.rank])
-    return saved["run"]
-
-
-def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
-    """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags."""
-    changed = [
-        f"--{k} {saved.get(k)} -> {v}"
-        for k, v in asdict(cfg).items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != v
-    ]
-    if changed:
-        raise MtbertError(
-            f"--resume {folder}: the saved run used other settings ({'; '.join(changed)}); "
-            "use the same flags, or another --resume folder to start a new run"
-        )
 
 
 def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device) -> None:
