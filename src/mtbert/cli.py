@@ -109,20 +109,13 @@ def format_table(history: list[dict[str, float]]) -> str:
     return "\n".join(["dev metrics per epoch:", *lines])
 
 
-def _device(use_gpu: bool) -> str:
-    import torch
-
-    if use_gpu and not torch.cuda.is_available():
-        raise MtbertError("--use_gpu: CUDA is not available on this machine")
-    return "cuda" if use_gpu else "cpu"
-
-
 def run_evaluate(args: argparse.Namespace) -> None:
     from mtbert.checkpoint import load_model
+    from mtbert.distributed import pick_device
     from mtbert.training import evaluate, read_task
 
     model, tokenizer, _ = load_model(args.checkpoint)
-    model.to(_device(args.use_gpu))
+    model.to(pick_device(args.use_gpu))
     data = {}
     for task in model.heads:
         d = read_task(Path(args.data_dir) / TASKS[task].files[args.split], task, tokenizer, require_labels=False)
@@ -139,6 +132,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 def run_predict(args: argparse.Namespace) -> None:
     from mtbert.checkpoint import load_model
     from mtbert.data import Examples, write_predictions
+    from mtbert.distributed import pick_device
     from mtbert.training import TaskData, predict, read_task
 
     spec = TASKS[args.task]
@@ -147,7 +141,7 @@ def run_predict(args: argparse.Namespace) -> None:
         raise MtbertError(
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
         )
-    model.to(_device(args.use_gpu))
+    model.to(pick_device(args.use_gpu))
     text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
     if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file

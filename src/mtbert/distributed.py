@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mtbert.encoder import use_fast_cuda_kernels
 from mtbert.errors import MtbertError
 
 
@@ -70,15 +71,24 @@ class Distributed:
         return boxes
 
 
+def pick_device(use_gpu: bool) -> torch.device:
+    """CUDA (with the kernel choices of `use_fast_cuda_kernels`) for --use_gpu, else the CPU."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise MtbertError("--use_gpu: CUDA is not available on this machine")
+    use_fast_cuda_kernels()
+    return torch.device("cuda")
+
+
 def setup(use_gpu: bool) -> Distributed:
     """Joins the process group when started by torchrun (NCCL on GPUs, gloo on CPUs); one process otherwise.
 
     Under torchrun even a single process goes through the process group and DDP, so one GPU can check that path.
     """
-    if use_gpu and not torch.cuda.is_available():
-        raise MtbertError("--use_gpu: CUDA is not available on this machine")
+    device = pick_device(use_gpu)
     if "LOCAL_RANK" not in os.environ:  # set by torchrun
-        return Distributed(0, 1, torch.device("cuda" if use_gpu else "cpu"))
+        return Distributed(0, 1, device)
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_gpu:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mtbert.encoder import BertEncoder, use_fast_cuda_kernels
-from mtbert.tokenizer import Tokenizer, pad_batch
+from mtbert.tokenizer import Tokenizer
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -44,9 +44,6 @@ def encode(
     out = torch.empty(len(ids), encoder.config.hidden_size)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        padded = len(ids[chunk[0]]) < len(ids[chunk[-1]])  # sorted: shortest first
-        input_ids, mask = pad_batch([ids[i] for i in chunk], tokenizer.pad_id)
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        hidden = encoder(input_ids, mask if padded else None)  # (B, T, H)
+        hidden, mask = encoder.encode_padded([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T, H), (B, T)
         out[chunk] = F.normalize(mean_pool(hidden, mask), dim=-1).float().cpu()
     return out.numpy()

@@ -8,7 +8,6 @@ from torch import nn
 from mtbert.encoder import BertEncoder
 from mtbert.heads import AttentionPooling
 from mtbert.tasks import TASKS
-from mtbert.tokenizer import pad_batch
 
 # Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens, so that
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
@@ -44,10 +43,8 @@ class MultitaskModel(nn.Module):
             start = end
         pooled = []
         for chunk in chunks:
-            padded = len(sentences[chunk[0]]) < len(sentences[chunk[-1]])  # sorted: shortest first
-            ids, mask = pad_batch([sentences[i] for i in chunk], self.pad_id)
-            ids, mask = ids.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-            pooled.append(self.pool(self.encoder(ids, mask if padded else None), mask))  # (b, H)
+            hidden, mask = self.encoder.encode_padded([sentences[i] for i in chunk], self.pad_id)  # (b, T, H), (b, T)
+            pooled.append(self.pool(hidden, mask))  # (b, H)
         out = torch.cat(pooled)  # (N, H) in sorted order
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))

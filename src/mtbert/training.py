@@ -29,7 +29,7 @@ from mtbert.checkpoint import (
 from mtbert.config import Config
 from mtbert.data import Examples, MultitaskSampler, read_examples, write_predictions
 from mtbert.distributed import Distributed
-from mtbert.encoder import BertEncoder, use_fast_cuda_kernels
+from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
 from mtbert.optim import Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
@@ -216,8 +216,6 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     model, tokenizer = build_model(cfg)
     model.to(device)
     model.chunk_tokens = cfg.chunk_tokens
-    if device.type == "cuda":
-        use_fast_cuda_kernels()
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
