@@ -46,6 +46,7 @@ def test_task_selection() -> None:
         ({"optimizer": "sophiah", "rho": -1.0}, "--rho"),
         ({"optimizer": "sophiag", "hess_interval": 0}, "--hess_interval"),
         ({"beta2": 1.0}, "--beta2"),
+        ({"sts_loss_weight": -1.0}, "--sts_loss_weight"),
         ({"save_every": 5}, "--save_every needs --resume"),
         ({"model": "x", "checkpoint": "y"}, "--checkpoint"),
     ],

@@ -2,17 +2,30 @@
 
 import json
 import re
+from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from mtbert import training
 from mtbert.checkpoint import load_model, save_model
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.training import autocast, autocast_dtype, build_model, evaluate, read_task, task_file, train
+from mtbert.training import (
+    autocast,
+    autocast_dtype,
+    build_model,
+    evaluate,
+    read_task,
+    task_file,
+    train,
+    train_step,
+)
 
 
 def run_paths(folder: Path) -> dict[str, str]:
@@ -35,6 +48,7 @@ def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
         scheduler="none",
         hidden_dropout_prob=0.0,
         clip=1.0,
+        precision="fp32",  # the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
         **run_paths(tmp_path),
     )
 
@@ -42,7 +56,7 @@ def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
 def dev_metrics(cfg: Config) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_model(cfg)
-    return evaluate(model, {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks})[0]
+    return evaluate(model, {t: read_task(task_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks}, cfg.precision)[0]
 
 
 def test_overfits_the_toy_data(cfg: Config) -> None:
@@ -80,10 +94,38 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_autocast_follows_precision_and_device() -> None:
+def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
+    """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
+    losses the step returns."""
+    model, tokenizer = build_model(cfg)
+    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    rows = {t: np.arange(4) for t in cfg.tasks}
+
+    def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], nn.Module]:
+        copy = deepcopy(model)
+        optimizer = torch.optim.SGD(copy.parameters(), lr=0.1)
+        losses = train_step(copy, copy, optimizer, data, {t: rows[t] for t in tasks}, weights, 0.0, "cpu")
+        return losses, copy
+
+    _, without_sts = step(("sst", "para"), {"sst": 1.0, "para": 1.0})
+    _, zero_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 0.0})
+    for (name, a), b in zip(without_sts.named_parameters(), zero_sts.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    once, with_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 1.0})
+    twice, _ = step(("sst", "para", "sts"), {"sst": 2.0, "para": 2.0, "sts": 2.0})
+    for t in cfg.tasks:
+        torch.testing.assert_close(twice[t], 2 * once[t])
+    assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
+    assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_autocast_follows_precision_and_device(native_bf16: bool, monkeypatch) -> None:
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native_bf16)
     assert autocast_dtype("cuda", "auto") == autocast_dtype("cpu", "bf16") == torch.bfloat16
-    assert autocast_dtype("cpu", "auto") is autocast_dtype("cuda", "fp32") is None
-    assert not autocast("cpu", "auto")._enabled and autocast("cpu", "bf16")._enabled
+    assert autocast_dtype("cuda", "fp32") is autocast_dtype("cpu", "fp32") is None
+    assert autocast_dtype("cpu", "auto") == (torch.bfloat16 if native_bf16 else None)
+    assert autocast("cpu", "auto")._enabled == native_bf16 and autocast("cpu", "bf16")._enabled
 
 
 def test_same_seed_same_numbers(cfg: Config) -> None:
@@ -125,7 +167,7 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
     assert Path(cfg.sts_test_out).read_text().splitlines()[0] == "id \t Predicted_Similiarity "
     assert not Path(cfg.para_test_out).exists()  # no Quora test file in the toy data
 
-    main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir])
+    main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir, "--precision", cfg.precision])
     printed = json.loads(capsys.readouterr().out)
     assert printed == pytest.approx({k: v for k, v in best.items() if k != "epoch"})
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files of --data_dir to score")
     ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
     ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+    add_precision_flag(ev)
 
     pr = sub.add_parser("predict", help="predict one task for sentences in a file or on stdin")
     pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--output", default="-", help="where to write `id , prediction` lines (default: stdout)")
     pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+    add_precision_flag(pr)
 
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
     en.add_argument("sentences", nargs="+", help="sentences to embed")
@@ -59,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--source", default=None, help="URL or folder to fetch from (default: the course's GitHub)")
     fetch.add_argument("--dest", default="data", help="folder to write to")
     return parser
+
+
+def add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """--precision of inference commands, as training's (choices and help from the Config field)."""
+    field = next(f for f in dataclasses.fields(Config) if f.name == "precision")
+    choices = typing.get_args(typing.get_type_hints(Config)["precision"])
+    parser.add_argument("--precision", choices=choices, default=field.default, help=field.metadata["help"])
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> None:
@@ -125,7 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
             data[task] = d
     if not data:
         raise MtbertError(f"no labelled {args.split} files in {args.data_dir}: nothing to score")
-    metrics, _ = evaluate(model, data)
+    metrics, _ = evaluate(model, data, args.precision)
     print(json.dumps(metrics, indent=2))
 
 
@@ -163,7 +174,7 @@ def run_predict(args: argparse.Namespace) -> None:
         ids = [str(i) for i in range(1, len(columns[0]) + 1)]
         examples = Examples(Path(args.input), ids, columns, None)
         data = TaskData(args.task, examples, [tokenizer.encode_ids(c) for c in columns], None)
-    predictions = predict(model, {args.task: data})[args.task]
+    predictions = predict(model, {args.task: data}, args.precision)[args.task]
     if args.output == "-":
         print(f"id \t {spec.prediction_header}")
         for i, p in zip(data.examples.ids, predictions.tolist(), strict=True):

@@ -60,7 +60,7 @@ class Config:
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto",
         "bf16: bfloat16 autocast of the forward pass (weights and optimizer stay float32); auto: bf16 on "
-        "CUDA, fp32 on CPU",
+        "CUDA and on CPUs with bf16 instructions (AVX512-BF16 or AMX), else fp32",
     )
     chunk_tokens: int | None = opt(
         None,
@@ -98,6 +98,13 @@ class Config:
     scheduler: Literal["plateau", "cosine", "none"] = opt(
         "plateau", "plateau: halve the lr when the dev score stalls; cosine: decay to 0 over the run"
     )
+    sst_loss_weight: float = opt(1.0, "weight of the SST cross-entropy in the summed loss of a step")
+    para_loss_weight: float = opt(1.0, "weight of the Quora binary cross-entropy in the summed loss of a step")
+    sts_loss_weight: float = opt(
+        1.0,
+        "weight of the STS squared error in the summed loss of a step (the short default of `make train` uses 3: "
+        "STS r rises with it, see README)",
+    )
     clip: float = opt(0.25, "gradient-norm clipping (0: off)")
     hidden_dropout_prob: float = opt(0.1, "dropout in the encoder and the heads")
 
@@ -113,7 +120,7 @@ class Config:
         for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "head_lr", "weight_decay", "clip", "rho"):
+        for name in ("lr", "head_lr", "weight_decay", "clip", "rho", *(f"{t}_loss_weight" for t in TASK_NAMES)):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must not be negative, got {value}")
@@ -128,6 +135,11 @@ class Config:
     def learning_rate(self) -> float:
         """--lr, or the optimizer's default."""
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Task -> weight of its loss in the sum a step minimises, for the active tasks."""
+        return {t: getattr(self, f"{t}_loss_weight") for t in self.tasks}
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -192,6 +193,14 @@ def use_fast_cuda_kernels() -> None:
     float32 matrix products. Called wherever a run picks CUDA."""
     torch.backends.cuda.enable_cudnn_sdp(False)
     torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def use_lean_cpu_kernels() -> None:
+    """oneDNN, which runs PyTorch's CPU matrix products, keeps a compiled kernel for every input shape it has seen
+    (up to 1,024), each with its own buffers; with a new shape for nearly every chunk of sentences this cache grew
+    the peak RSS of bf16 training from 2.2 to 3.9 GB over 188 steps. Sixteen entries measured the same speed.
+    Takes effect only before oneDNN's first kernel, so it is called where a run picks its device."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
 def default_checkpoint() -> Path:

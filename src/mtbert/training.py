@@ -82,9 +82,17 @@ def compute_losses(
     return losses, outputs
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX): 4x the float32 rate of a
+    matrix product measured on a Zen 4 core, 2.2x the training steps per second. Without it bf16 is emulated."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:
-    """The forward pass's autocast type for --precision: bfloat16 for bf16, and for auto on CUDA; else none."""
-    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and device_type == "cuda") else None
+    """The forward pass's autocast type for --precision: bfloat16 for bf16, and for auto on CUDA and on CPUs with
+    native bf16; else none (float32)."""
+    native = device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
+    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 
 
 def autocast(device: torch.device | str, precision: str) -> torch.autocast:
@@ -105,8 +113,9 @@ def train_step(
     device: torch.device | str,
     precision: str = "auto",
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (see
-    Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted losses (not synchronised)."""
+    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
+    times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
+    losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
     # Hutchinson's estimate differentiates attention twice, which only SDPA's math kernel can do
     math_only = sdpa_kernel(SDPBackend.MATH) if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
@@ -115,7 +124,7 @@ def train_step(
     losses = {t: weights[t] * v for t, v in losses.items()}
     loss = sum(losses.values())
     if refresh:
-        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs))
+        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
     loss.backward()
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -124,12 +133,18 @@ def train_step(
     return {t: v.detach() for t, v in losses.items()}
 
 
-def hessian_loss(optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor]):
+def hessian_loss(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor], weights: dict[str, float]
+) -> torch.Tensor:
     """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
-    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett)."""
+    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett).
+
+    SophiaG scales task t's sampled loss by sqrt(w_t): the squared gradient's cross-task terms vanish in expectation
+    (sampled labels give zero-mean gradients), so its expectation is sum_t w_t GN_t, the Gauss-Newton matrix of the
+    weighted loss."""
     if not isinstance(optimizer, SophiaG):
         return loss
-    return sum(TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
+    return sum(weights[t] ** 0.5 * TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
 
 
 @torch.inference_mode()
@@ -279,7 +294,9 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
             disable=not ddp.is_main,
         )
         for rows in bar:
-            losses = train_step(net, model, optimizer, train_data, *ddp.shard(rows), cfg.clip, device, cfg.precision)
+            rows, shares = ddp.shard(rows)
+            weights = {t: cfg.loss_weights[t] * share for t, share in shares.items()}
+            losses = train_step(net, model, optimizer, train_data, rows, weights, cfg.clip, device, cfg.precision)
             loss_sum += sum(losses.values())
             if per_step_scheduler:
                 scheduler.step()
