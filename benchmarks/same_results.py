@@ -4,10 +4,11 @@
 
 "Plain" is the step without the speed work: each task's batch tokenized sentences padded to its longest one, one
 encoder forward per task and side (SST 1, Quora 2, STS 2), the loss read every step. "Ours" is the step of
-`mtbert train`: all the step's sentences in one length-sorted pass, in chunks. Everything else (the loop, data,
-seed, initial weights, batches, optimizer, evaluation) is `mtbert.training.train` itself. Prints one JSON line
-with the best dev metrics and wall time of each; the metrics should agree within noise (dropout draws and
-floating-point sums differ between the two).
+`mtbert train`: all the step's sentences in one length-sorted pass, in chunks, under bf16 autocast where
+`--precision auto` chooses it (a GPU, or a CPU with bf16 instructions); plain is float32. Everything else (the
+loop, data, seed, initial weights, batches, optimizer, evaluation) is `mtbert.training.train` itself. Prints one
+JSON line with the best dev metrics and wall time of each; the metrics should agree within noise (dropout draws,
+floating-point sums and bf16 rounding differ between the two).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from mtbert.tokenizer import pad_batch
 ours_step = training.train_step
 
 
-def plain_step(net, model, optimizer, data, rows, weights, clip, device) -> dict[str, torch.Tensor]:
+def plain_step(net, model, optimizer, data, rows, weights, clip, device, precision) -> dict[str, torch.Tensor]:
+    del precision  # the loop before the speed work: float32 throughout
     losses = {}
     for t, index in rows.items():
         sides = []
