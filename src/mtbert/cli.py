@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
-from mtbert.config import Config, add_config_arguments, config_from_args
+from mtbert.config import Config, add_config_argument, add_config_arguments, config_from_args
 from mtbert.errors import MtbertError
 from mtbert.tasks import TASKS, TaskSpec
 
@@ -39,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files of --data_dir to score")
     ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
     ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
-    add_precision_flag(ev)
+    add_config_argument(ev, "precision")
 
     pr = sub.add_parser("predict", help="predict one task for sentences in a file or on stdin")
     pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
@@ -52,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--output", default="-", help="where to write `id , prediction` lines (default: stdout)")
     pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
-    add_precision_flag(pr)
+    add_config_argument(pr, "precision")
 
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
     en.add_argument("sentences", nargs="+", help="sentences to embed")
@@ -63,13 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--source", default=None, help="URL or folder to fetch from (default: the course's GitHub)")
     fetch.add_argument("--dest", default="data", help="folder to write to")
     return parser
-
-
-def add_precision_flag(parser: argparse.ArgumentParser) -> None:
-    """--precision of inference commands, as training's (choices and help from the Config field)."""
-    field = next(f for f in dataclasses.fields(Config) if f.name == "precision")
-    choices = typing.get_args(typing.get_type_hints(Config)["precision"])
-    parser.add_argument("--precision", choices=choices, default=field.default, help=field.metadata["help"])
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> None:

@@ -167,24 +167,29 @@ class _NotYetSupported(argparse.Action):
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field, named as the field; types, choices and help come from the dataclass."""
-    hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
-        kind = hints[f.name]
-        kwargs: dict = {"default": f.default, "help": f.metadata["help"]}
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) is Literal:
-            kwargs["choices"] = typing.get_args(kind)
-        else:
-            if isinstance(kind, types.UnionType):  # `X | None`
-                kind = next(a for a in typing.get_args(kind) if a is not type(None))
-            kwargs["type"] = kind
-            kwargs["metavar"] = f.name.upper()
-        if f.default is not None and kind is not bool:
-            kwargs["help"] += f" (default: {f.default})"
-        parser.add_argument(f"--{f.name}", **kwargs)
+        add_config_argument(parser, f.name)
     for flag in RESERVED_FLAGS:
         parser.add_argument(flag, nargs="?", action=_NotYetSupported, help=argparse.SUPPRESS)
+
+
+def add_config_argument(parser: argparse.ArgumentParser, name: str) -> None:
+    """The flag of one Config field (also used by commands that share a setting with training, as --precision)."""
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    kind = typing.get_type_hints(Config)[name]
+    kwargs: dict = {"default": f.default, "help": f.metadata["help"]}
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(kind) is Literal:
+        kwargs["choices"] = typing.get_args(kind)
+    else:
+        if isinstance(kind, types.UnionType):  # `X | None`
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kwargs["type"] = kind
+        kwargs["metavar"] = name.upper()
+    if f.default is not None and kind is not bool:
+        kwargs["help"] += f" (default: {f.default})"
+    parser.add_argument(f"--{name}", **kwargs)
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
