@@ -86,7 +86,7 @@ def compute_losses(
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX): 4x the float32 rate of a
-    matrix product measured on a Zen 4 core, 2.2x the training steps per second. Without it bf16 is emulated.
+    matrix product measured on this project's AMD EPYC, 2.2x the training steps per second. Without it bf16 is emulated.
     (PyTorch's own checks, private: a build without them counts as no native bf16.)"""
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(check is not None and check() for check in checks)
