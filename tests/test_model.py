@@ -29,3 +29,22 @@ def test_chunked_embeddings_equal_one_padded_pass(chunk_tokens: int) -> None:
     expected = model.pool(model.encoder(ids, mask), mask)  # (N, H), every sentence padded to the longest
     model.chunk_tokens = chunk_tokens
     torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fixed_row_passes_equal_one_padded_pass() -> None:
+    """With fixed_rows (compiled layers), every pass has that many sentences (one-token fillers) and a length that
+    is a multiple of 16, capped at the position table; the embeddings are those of one padded batch."""
+    torch.manual_seed(0)
+    model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(2, 60, (23,), generator=g).tolist()
+    sentences = [torch.randint(5, TINY["vocab_size"], (n,), generator=g).tolist() for n in lengths]
+    ids, mask = pad_batch(sentences, 0)
+    expected = model.pool(model.encoder(ids, mask), mask)
+    shapes = []
+    model.encoder.register_forward_hook(lambda module, args, out: shapes.append((*args[0].shape, args[1] is not None)))
+    model.fixed_rows = 5
+    torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
+    assert len(shapes) == 5  # 23 sentences in passes of 5
+    assert all(rows == 5 and with_mask for rows, _, with_mask in shapes)
+    assert {length for _, length, _ in shapes} <= {16, 32, 48, 64} and shapes[-1][1] == 64  # 64 positions in TINY

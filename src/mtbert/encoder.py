@@ -163,15 +163,27 @@ class BertEncoder(nn.Module):
             x = layer(x, mask)
         return x
 
-    def encode_padded(self, seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pads token-id lists to the longest and encodes them on the encoder's device: returns the hidden states
-        (B, T, H) and the attention mask (B, T). Whether the batch has padding is decided here from the lengths,
-        on the host, so that an unpadded batch runs without a mask and nothing waits for the GPU."""
+    def encode_padded(
+        self, seqs: list[list[int]], pad_id: int, length: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pads token-id lists to the longest (or to `length`) and encodes them on the encoder's device: returns the
+        hidden states (B, T, H) and the attention mask (B, T). Whether the batch has padding is decided here from
+        the lengths, on the host, so that an unpadded batch runs without a mask and nothing waits for the GPU; a
+        batch padded to a given `length` always has one, so that compiled layers see one kind of input."""
         lengths = [len(s) for s in seqs]
-        ids, mask = pad_batch(seqs, pad_id)
+        ids, mask = pad_batch(seqs, pad_id, length)
         device = self.emb.word.weight.device
         ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        return self(ids, mask if min(lengths) < max(lengths) else None), mask
+        padded = length is not None or min(lengths) < max(lengths)
+        return self(ids, mask if padded else None), mask
+
+    def compile_layers(self) -> None:
+        """torch.compile each layer in place (parameter names unchanged): LayerNorm, dropout, residual adds, GELU and
+        the bf16 casts become a few fused kernels, forward and backward. The layers share one compiled graph, whose
+        inputs include their weights, traced with dynamic batch size and length on the first call. It pays where
+        launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU (README, Speed)."""
+        for layer in self.layers:
+            layer.compile(dynamic=True)
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

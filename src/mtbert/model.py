@@ -13,6 +13,9 @@ from mtbert.tasks import TASKS
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
+# Compiled layers (--compile) want few distinct shapes: passes of a fixed number of sentences, their length padded
+# to a multiple of this.
+LENGTH_MULTIPLE = 16
 
 
 class MultitaskModel(nn.Module):
@@ -24,30 +27,58 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
+        self.fixed_rows: int | None = None  # sentences per pass when the passes have fixed shapes (see set_passes)
 
     @property
     def device(self) -> torch.device:
         return self.pool.proj.weight.device
 
-    def embed(self, sentences: list[list[int]]) -> torch.Tensor:
-        """Sentence embeddings (N, H) of token-id lists, encoded in length-sorted chunks; output in input order."""
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        budget = self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
-        chunks, start = [], 0
+    def token_budget(self) -> int:
+        """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
+        return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
+
+    def set_passes(self, chunk_tokens: int | None, compile_layers: bool, max_length: int) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --compile). Compiled layers get passes of a fixed
+        number of sentences, as many as fit the token budget at the longest length, padded to a multiple of
+        LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
+        self.chunk_tokens = chunk_tokens
+        if compile_layers:
+            self.fixed_rows = max(1, self.token_budget() // max_length)
+            self.encoder.compile_layers()
+
+    def passes(self, lengths: list[int]) -> list[list[int]]:
+        """Sentence indices sorted by length and cut into encoder passes: growing each pass while (sentences x its
+        longest length) stays within the token budget, or fixed_rows sentences per pass."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        if self.fixed_rows:
+            return [order[start : start + self.fixed_rows] for start in range(0, len(order), self.fixed_rows)]
+        budget = self.token_budget()
+        passes, start = [], 0
         while start < len(order):
             end = start + 1
-            # grow the chunk while (sequences x longest length) stays within the token budget
-            while end < len(order) and (end - start + 1) * len(sentences[order[end]]) <= budget:
+            while end < len(order) and (end - start + 1) * lengths[order[end]] <= budget:
                 end += 1
-            chunks.append(order[start:end])
+            passes.append(order[start:end])
             start = end
+        return passes
+
+    def embed(self, sentences: list[list[int]]) -> torch.Tensor:
+        """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order."""
+        passes = self.passes([len(s) for s in sentences])
         pooled = []
-        for chunk in chunks:
-            hidden, mask = self.encoder.encode_padded([sentences[i] for i in chunk], self.pad_id)  # (b, T, H), (b, T)
-            pooled.append(self.pool(hidden, mask))  # (b, H)
-        out = torch.cat(pooled)  # (N, H) in sorted order
+        for rows in passes:
+            seqs = [sentences[i] for i in rows]
+            length = None
+            if self.fixed_rows:  # a fixed shape: one-token filler sentences, and the length rounded up
+                seqs += [[self.pad_id]] * (self.fixed_rows - len(seqs))
+                length = -(-max(map(len, seqs)) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
+                length = min(length, self.encoder.config.max_position_embeddings)
+            hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
+            pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): the fillers dropped
+        out = torch.cat(pooled)  # (N, H) in pass order
+        order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
+        inverse[order] = torch.arange(len(order))
         return out[inverse.to(out.device)]
 
     def forward(self, batch: dict[str, list[list[list[int]]]]) -> dict[str, torch.Tensor]:

@@ -74,10 +74,10 @@ class Tokenizer:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pads token id lists to the longest: returns input_ids and attention_mask, both (B, T)."""
+def pad_batch(seqs: list[list[int]], pad_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads token id lists to the longest (or to `length`): returns input_ids and attention_mask, both (B, T)."""
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
-    mask = np.arange(lengths.max()) < lengths[:, None]  # (B, T), row-major like the concatenated ids
+    mask = np.arange(length or lengths.max()) < lengths[:, None]  # (B, T), row-major like the concatenated ids
     ids = np.full(mask.shape, pad_id, dtype=np.int64)
     ids[mask] = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
     return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))

@@ -8,7 +8,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -121,9 +121,8 @@ def train_step(
     times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
     losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
-    # Hutchinson's estimate differentiates attention twice, which only SDPA's math kernel can do
-    math_only = sdpa_kernel(SDPBackend.MATH) if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
-    with math_only, autocast(device, precision):
+    twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
+    with twice, autocast(device, precision):
         losses, outputs = compute_losses(net, data, rows, device)
     losses = {t: weights[t] * v for t, v in losses.items()}
     loss = sum(losses.values())
@@ -135,6 +134,14 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {t: v.detach() for t, v in losses.items()}
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and eager
+    (not compiled, see --compile) layers can do."""
+    with sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
+        yield
 
 
 def hessian_loss(
@@ -234,7 +241,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
-    model.chunk_tokens = cfg.chunk_tokens
+    model.set_passes(cfg.chunk_tokens, cfg.compile, tokenizer.max_length)
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
@@ -365,7 +372,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device)
     """Test predictions of the best model, read back from where it was saved."""
     model, tokenizer, _ = load_model(best_folder)
     model.to(device)
-    model.chunk_tokens = cfg.chunk_tokens
+    model.set_passes(cfg.chunk_tokens, cfg.compile, tokenizer.max_length)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
