@@ -1,7 +1,7 @@
 """Our training step against the plain Hugging Face loop a user would write, on the same data, model and batches.
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
-        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--compile] [--profile]
+        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--compile off|on|cudagraphs] [--profile]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
 with padding to its longest sentence, one encoder forward per task and side (SST 1, Quora 2, STS 2), the losses
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="ours, as in training")
     parser.add_argument("--chunk_tokens", type=int, help="ours: tokens per encoder pass (default: as in training)")
-    parser.add_argument("--compile", action="store_true", help="ours: compiled encoder layers, as in training")
+    parser.add_argument("--compile", default="off", choices=("off", "on", "cudagraphs"), help="ours, as in training")
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
     args = parser.parse_args()

@@ -67,11 +67,13 @@ class Config:
         "padded tokens per encoder pass: a step's sentences are sorted by length and encoded in chunks of at "
         "most this many (default: 1024 on CPU, 16384 on CUDA)",
     )
-    compile: bool = opt(
-        False,
-        "torch.compile the encoder layers into fused kernels (compiled on the first step and again for "
-        "evaluation); encoder passes then have a fixed number of sentences, chunk_tokens // max_length. For a "
-        "GPU, whose small-encoder steps are bound by launching kernels; on a CPU it is slower",
+    compile: Literal["off", "on", "cudagraphs"] = opt(
+        "off",
+        "on: torch.compile the encoder layers into fused kernels, compiled on the first step and again for "
+        "evaluation; encoder passes then have a fixed number of sentences, chunk_tokens // max_length, padded to "
+        "a multiple of 16 tokens. cudagraphs: also replay the compiled layers as CUDA graphs, one per shape (CUDA "
+        "only; elsewhere as on), best with one pass per step (chunk_tokens = sentences per step x max_length). "
+        "For a GPU, whose small-encoder steps are bound by launching kernels; on a CPU compiling is slower",
     )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(

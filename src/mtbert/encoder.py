@@ -177,13 +177,14 @@ class BertEncoder(nn.Module):
         padded = length is not None or min(lengths) < max(lengths)
         return self(ids, mask if padded else None), mask
 
-    def compile_layers(self) -> None:
+    def compile_layers(self, cuda_graphs: bool = False) -> None:
         """torch.compile each layer in place (parameter names unchanged): LayerNorm, dropout, residual adds, GELU and
         the bf16 casts become a few fused kernels, forward and backward. The layers share one compiled graph, whose
         inputs include their weights, traced with dynamic batch size and length on the first call. It pays where
-        launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU (README, Speed)."""
+        launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU (README, Speed).
+        `cuda_graphs` replays each layer's kernels as a CUDA graph recorded per input shape ("reduce-overhead")."""
         for layer in self.layers:
-            layer.compile(dynamic=True)
+            layer.compile(dynamic=True, mode="reduce-overhead" if cuda_graphs else None)
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

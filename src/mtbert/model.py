@@ -28,6 +28,7 @@ class MultitaskModel(nn.Module):
         self.pad_id = pad_id
         self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
         self.fixed_rows: int | None = None  # sentences per pass when the passes have fixed shapes (see set_passes)
+        self.cuda_graphs = False  # compiled layers replayed as CUDA graphs
 
     @property
     def device(self) -> torch.device:
@@ -37,14 +38,15 @@ class MultitaskModel(nn.Module):
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(self, chunk_tokens: int | None, compile_layers: bool, max_length: int) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --compile). Compiled layers get passes of a fixed
-        number of sentences, as many as fit the token budget at the longest length, padded to a multiple of
-        LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
+    def set_passes(self, chunk_tokens: int | None, compile_layers: str, max_length: int) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --compile off|on|cudagraphs). Compiled layers get
+        passes of a fixed number of sentences, as many as fit the token budget at the longest length, padded to a
+        multiple of LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
         self.chunk_tokens = chunk_tokens
-        if compile_layers:
+        if compile_layers != "off":
             self.fixed_rows = max(1, self.token_budget() // max_length)
-            self.encoder.compile_layers()
+            self.cuda_graphs = compile_layers == "cudagraphs"
+            self.encoder.compile_layers(self.cuda_graphs)
 
     def passes(self, lengths: list[int]) -> list[list[int]]:
         """Sentence indices sorted by length and cut into encoder passes: growing each pass while (sentences x its
@@ -66,7 +68,10 @@ class MultitaskModel(nn.Module):
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order."""
         passes = self.passes([len(s) for s in sentences])
         pooled = []
-        for rows in passes:
+        for i, rows in enumerate(passes):
+            if self.cuda_graphs and (i == 0 or not torch.is_grad_enabled()):
+                # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
+                torch.compiler.cudagraph_mark_step_begin()
             seqs = [sentences[i] for i in rows]
             length = None
             if self.fixed_rows:  # a fixed shape: one-token filler sentences, and the length rounded up
