@@ -25,7 +25,7 @@ import torch
 
 from mtbert.config import Config
 from mtbert.data import MultitaskSampler
-from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, use_fast_cuda_kernels
+from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
 from mtbert.tasks import TASKS
@@ -54,8 +54,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     model.set_passes(args.chunk_tokens, args.compile, max_length=128)
-    if args.device == "cuda":
-        use_fast_cuda_kernels()  # as training does
+    tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 
     def step(rows: dict) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mtbert.encoder import use_fast_cuda_kernels, use_lean_cpu_kernels
+from mtbert.encoder import tune_kernels
 from mtbert.errors import MtbertError
 
 
@@ -72,15 +72,12 @@ class Distributed:
 
 
 def pick_device(use_gpu: bool) -> torch.device:
-    """CUDA (with the kernel choices of `use_fast_cuda_kernels`) for --use_gpu, else the CPU (with those of
-    `use_lean_cpu_kernels`)."""
-    if not use_gpu:
-        use_lean_cpu_kernels()
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
+    """CUDA for --use_gpu, else the CPU; with the kernel choices of `encoder.tune_kernels`."""
+    if use_gpu and not torch.cuda.is_available():
         raise MtbertError("--use_gpu: CUDA is not available on this machine")
-    use_fast_cuda_kernels()
-    return torch.device("cuda")
+    device = torch.device("cuda" if use_gpu else "cpu")
+    tune_kernels(device)
+    return device
 
 
 def setup(use_gpu: bool) -> Distributed:

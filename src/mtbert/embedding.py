@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtbert.encoder import BertEncoder, use_fast_cuda_kernels
+from mtbert.encoder import BertEncoder, tune_kernels
 from mtbert.tokenizer import Tokenizer
 
 
@@ -21,8 +21,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str | None, device: str) -> tuple[BertEncoder, Tokenizer]:
-    if torch.device(device).type == "cuda":
-        use_fast_cuda_kernels()
+    tune_kernels(torch.device(device))
     return BertEncoder.from_pretrained(path).to(device), Tokenizer.from_pretrained(path)
 
 

@@ -178,13 +178,13 @@ class BertEncoder(nn.Module):
         return self(ids, mask if padded else None), mask
 
     def compile_layers(self, cuda_graphs: bool = False) -> None:
-        """torch.compile each layer in place (parameter names unchanged): LayerNorm, dropout, residual adds, GELU and
-        the bf16 casts become a few fused kernels, forward and backward. The layers share one compiled graph, whose
-        inputs include their weights, traced with dynamic batch size and length on the first call. It pays where
-        launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU (README, Speed).
-        `cuda_graphs` replays each layer's kernels as a CUDA graph recorded per input shape ("reduce-overhead")."""
-        for layer in self.layers:
-            layer.compile(dynamic=True, mode="reduce-overhead" if cuda_graphs else None)
+        """torch.compile the embeddings and each layer in place (parameter names unchanged): LayerNorm, dropout,
+        residual adds, GELU and the bf16 casts become a few fused kernels, forward and backward. The layers share one
+        compiled graph, whose inputs include their weights, traced with dynamic batch size and length on the first
+        call. It pays where launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU
+        (README, Speed). `cuda_graphs` replays the compiled kernels as CUDA graphs recorded per input shape."""
+        for module in (self.emb, *self.layers):
+            module.compile(dynamic=True, mode="reduce-overhead" if cuda_graphs else None)
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""
@@ -199,21 +199,22 @@ class BertEncoder(nn.Module):
         return model.eval()
 
 
-def use_fast_cuda_kernels() -> None:
-    """Kernel choices for batches whose shapes change every step: no cuDNN attention, which builds an execution
-    plan for every new shape (7 ms of CPU per call measured on an H100, three quarters of a MiniLM step's CPU
-    time), so SDPA takes FlashAttention (no padding) or memory-efficient attention (padding mask); TF32 for
-    float32 matrix products. Called wherever a run picks CUDA."""
-    torch.backends.cuda.enable_cudnn_sdp(False)
-    torch.backends.cuda.matmul.allow_tf32 = True
+def tune_kernels(device: torch.device) -> None:
+    """Kernel choices for batches whose shapes change every step, made wherever a run picks its device.
 
-
-def use_lean_cpu_kernels() -> None:
-    """oneDNN, which runs PyTorch's CPU matrix products, keeps a compiled kernel for every input shape it has seen
-    (up to 1,024), each with its own buffers; with a new shape for nearly every chunk of sentences this cache grew
-    the peak RSS of bf16 training from 2.2 to 3.9 GB over 188 steps. Sixteen entries measured the same speed.
-    Takes effect only before oneDNN's first kernel, so it is called where a run picks its device."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+    CUDA: no cuDNN attention, which builds an execution plan for every new shape (7 ms of CPU per call measured on
+    an H100, three quarters of a MiniLM step's CPU time), so SDPA takes FlashAttention (no padding) or
+    memory-efficient attention (padding mask); TF32 for float32 matrix products.
+    CPU: oneDNN, which runs PyTorch's CPU matrix products, keeps a compiled kernel for every input shape it has
+    seen (up to 1,024), each with its own buffers; with a new shape for nearly every chunk of sentences this cache
+    grew the peak RSS of bf16 training from 2.2 to 3.9 GB over 188 steps. Sixteen entries measured the same speed.
+    This takes effect only before oneDNN's first kernel, and a user's own setting wins.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        torch.backends.cuda.matmul.allow_tf32 = True
+    elif device.type == "cpu":
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
 def default_checkpoint() -> Path:

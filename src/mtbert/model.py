@@ -47,6 +47,7 @@ class MultitaskModel(nn.Module):
             self.fixed_rows = max(1, self.token_budget() // max_length)
             self.cuda_graphs = compile_layers == "cudagraphs"
             self.encoder.compile_layers(self.cuda_graphs)
+            self.pool.compile(dynamic=True, mode="reduce-overhead" if self.cuda_graphs else None)
 
     def passes(self, lengths: list[int]) -> list[list[int]]:
         """Sentence indices sorted by length and cut into encoder passes: growing each pass while (sentences x its

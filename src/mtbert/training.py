@@ -209,11 +209,17 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
         encoder = BertEncoder.from_pretrained(cfg.model)
         tokenizer = Tokenizer.from_pretrained(cfg.model)
         model = MultitaskModel(encoder, cfg.tasks, cfg.hidden_dropout_prob, pad_id=tokenizer.pad_id)
-    for module in model.encoder.modules():  # the --hidden_dropout_prob flag sets the encoder's dropout too
-        if isinstance(module, torch.nn.Dropout):
-            module.p = cfg.hidden_dropout_prob
+    set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
+
+
+def set_dropout(model: MultitaskModel, p: float) -> None:
+    """--hidden_dropout_prob sets the encoder's dropout as well as the heads'. (A model reloaded for predictions
+    gets it too: compiled layers would otherwise be compiled again for the other probability.)"""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def run_name(cfg: Config) -> str:
@@ -371,6 +377,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
 def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device) -> None:
     """Test predictions of the best model, read back from where it was saved."""
     model, tokenizer, _ = load_model(best_folder)
+    set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
     model.set_passes(cfg.chunk_tokens, cfg.compile, tokenizer.max_length)
     test_data = {}
