@@ -27,23 +27,23 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "trans
 #    sentences per compiled pass) or one (40,960 / 128 = 320 sentences, a batch of 64 of all three tasks).
 B="python3 $PWD/benchmarks/train_speed.py --device cuda --checkpoint $M --data_dir $D"
 check step_eager 60 $B --model minilm --steps 60 --warmup 5 --only ours
-check step_on 90 $B --model minilm --steps 60 --warmup 5 --only ours --compile on
-check step_on_one_pass 60 $B --model minilm --steps 60 --warmup 5 --only ours --compile on --chunk_tokens 40960
-check step_graphs_one_pass 90 $B --model minilm --steps 60 --warmup 5 --only ours --compile cudagraphs \
+check step_on 90 $B --model minilm --steps 60 --warmup 5 --only ours --torch_compile on
+check step_on_one_pass 60 $B --model minilm --steps 60 --warmup 5 --only ours --torch_compile on --chunk_tokens 40960
+check step_graphs_one_pass 90 $B --model minilm --steps 60 --warmup 5 --only ours --torch_compile cudagraphs \
     --chunk_tokens 40960
 # The fastest of them goes on.
 best=$(python3 - "$out" <<'PY'
 import json, pathlib, sys
-flags = {"step_eager": "--compile off", "step_on": "--compile on",
-         "step_on_one_pass": "--compile on --chunk_tokens 40960",
-         "step_graphs_one_pass": "--compile cudagraphs --chunk_tokens 40960"}
+flags = {"step_eager": "--torch_compile off", "step_on": "--torch_compile on",
+         "step_on_one_pass": "--torch_compile on --chunk_tokens 40960",
+         "step_graphs_one_pass": "--torch_compile cudagraphs --chunk_tokens 40960"}
 ms = {}
 for name in flags:
     try:
         ms[name] = json.loads(pathlib.Path(sys.argv[1], name + ".log").read_text().strip().splitlines()[-1])["ms_per_step"]
     except Exception:
         pass
-print(flags[min(ms, key=ms.get)] if ms else "--compile off")
+print(flags[min(ms, key=ms.get)] if ms else "--torch_compile off")
 PY
 )
 echo "=== fastest: $best"

@@ -1,7 +1,8 @@
 """Our training step against the plain Hugging Face loop a user would write, on the same data, model and batches.
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
-        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--compile off|on|cudagraphs] [--profile]
+        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--torch_compile off|on|cudagraphs]
+        [--profile]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
 with padding to its longest sentence, one encoder forward per task and side (SST 1, Quora 2, STS 2), the losses
@@ -53,7 +54,7 @@ def setup(args: argparse.Namespace):
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    model.set_passes(args.chunk_tokens, args.compile, max_length=128)
+    model.set_passes(args.chunk_tokens, args.torch_compile, max_length=128)
     tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 
@@ -132,7 +133,7 @@ def measure(step, steps: list[dict], data: dict, args: argparse.Namespace, cfg: 
         "samples_per_s": round(samples / seconds, 1),
         "tokens_per_s": round(sum(lengths) / seconds, 1),
         "ms_per_step": round(1000 * seconds / len(timed), 2),
-        "warmup_s": round(warmup_seconds, 2),  # --compile: compiling happens here
+        "warmup_s": round(warmup_seconds, 2),  # --torch_compile: compiling happens here
         "model_tflops": round(tflops, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
@@ -183,7 +184,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="ours, as in training")
     parser.add_argument("--chunk_tokens", type=int, help="ours: tokens per encoder pass (default: as in training)")
-    parser.add_argument("--compile", default="off", choices=("off", "on", "cudagraphs"), help="ours, as in training")
+    parser.add_argument(
+        "--torch_compile", default="off", choices=("off", "on", "cudagraphs"), help="ours, as in training"
+    )
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
     args = parser.parse_args()

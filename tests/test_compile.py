@@ -1,4 +1,4 @@
-"""--compile: torch.compile'd encoder layers train and evaluate like eager ones, with few compiled graphs."""
+"""--torch_compile: torch.compile'd encoder layers train and evaluate like eager ones, with few compiled graphs."""
 
 import json
 import shutil
@@ -16,7 +16,7 @@ from .test_training import cfg  # noqa: F401  (the tiny model on the toy data)
 
 
 def test_compiled_layers_train_like_eager(cfg: Config, tmp_path: Path) -> None:  # noqa: F811
-    """Two epochs with and without --compile: the same losses and dev metrics (float32, no dropout: compiled
+    """Two epochs with and without --torch_compile: the same losses and dev metrics (float32, no dropout: compiled
     kernels draw other random numbers). Per compiled module one graph for training and one for evaluation, not
     one per shape or per layer, and none again for the reloaded best model's test predictions. SophiaH's Hessian
     refresh, which differentiates twice, runs those steps eagerly."""
@@ -28,14 +28,14 @@ def test_compiled_layers_train_like_eager(cfg: Config, tmp_path: Path) -> None: 
     train(short, report=eager.append)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    train(replace(short, compile="on"), report=compiled.append)
+    train(replace(short, torch_compile="on"), report=compiled.append)
     for a, b in zip(eager, compiled, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["mean"] == pytest.approx(a["mean"], abs=1e-4)
     # embeddings, layer (one for all layers) and pooling, each for training and for inference
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 6
     graphs = []  # on a CPU, the compiled kernels without CUDA graphs
-    train(replace(short, compile="cudagraphs", epochs=1), report=graphs.append)
+    train(replace(short, torch_compile="cudagraphs", epochs=1), report=graphs.append)
     assert graphs[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-5)
-    best = train(replace(short, compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
+    best = train(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
     assert best["mean"] > 0

@@ -67,7 +67,7 @@ class Config:
         "padded tokens per encoder pass: a step's sentences are sorted by length and encoded in chunks of at "
         "most this many (default: 1024 on CPU, 16384 on CUDA)",
     )
-    compile: Literal["off", "on", "cudagraphs"] = opt(
+    torch_compile: Literal["off", "on", "cudagraphs"] = opt(
         "off",
         "on: torch.compile the encoder layers into fused kernels, compiled on the first step and again for "
         "evaluation; encoder passes then have a fixed number of sentences, chunk_tokens // max_length, padded to "

@@ -13,8 +13,8 @@ from mtbert.tasks import TASKS
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
-# Compiled layers (--compile) want few distinct shapes: passes of a fixed number of sentences, their length padded
-# to a multiple of this.
+# Compiled layers (--torch_compile) want few distinct shapes: passes of a fixed number of sentences, their length
+# padded to a multiple of this.
 LENGTH_MULTIPLE = 16
 
 
@@ -38,14 +38,14 @@ class MultitaskModel(nn.Module):
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(self, chunk_tokens: int | None, compile_layers: str, max_length: int) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --compile off|on|cudagraphs). Compiled layers get
-        passes of a fixed number of sentences, as many as fit the token budget at the longest length, padded to a
-        multiple of LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
+    def set_passes(self, chunk_tokens: int | None, torch_compile: str, max_length: int) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs). Compiled layers
+        get passes of a fixed number of sentences, as many as fit the token budget at the longest length, padded to
+        a multiple of LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
         self.chunk_tokens = chunk_tokens
-        if compile_layers != "off":
+        if torch_compile != "off":
             self.fixed_rows = max(1, self.token_budget() // max_length)
-            self.cuda_graphs = compile_layers == "cudagraphs"
+            self.cuda_graphs = torch_compile == "cudagraphs"
             self.encoder.compile_layers(self.cuda_graphs)
             self.pool.compile(dynamic=True, mode="reduce-overhead" if self.cuda_graphs else None)
 

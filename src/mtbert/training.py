@@ -247,7 +247,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.compile, tokenizer.max_length)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, tokenizer.max_length)
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
@@ -379,7 +379,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device)
     model, tokenizer, _ = load_model(best_folder)
     set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.compile, tokenizer.max_length)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, tokenizer.max_length)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
