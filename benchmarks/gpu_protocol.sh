@@ -38,11 +38,12 @@ flags = {"step_eager": "--torch_compile off", "step_on": "--torch_compile on",
          "step_on_one_pass": "--torch_compile on --chunk_tokens 40960",
          "step_graphs_one_pass": "--torch_compile cudagraphs --chunk_tokens 40960"}
 ms = {}
-for name in flags:
-    try:
-        ms[name] = json.loads(pathlib.Path(sys.argv[1], name + ".log").read_text().strip().splitlines()[-1])["ms_per_step"]
-    except Exception:
-        pass
+for name in flags:  # the JSON line of each log that has one (warnings may follow it)
+    log = pathlib.Path(sys.argv[1], name + ".log")
+    for line in reversed(log.read_text().splitlines() if log.is_file() else []):
+        if line.startswith('{"samples_per_s"'):
+            ms[name] = json.loads(line)["ms_per_step"]
+            break
 print(flags[min(ms, key=ms.get)] if ms else "--torch_compile off")
 PY
 )
