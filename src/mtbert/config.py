@@ -69,10 +69,10 @@ class Config:
     )
     torch_compile: Literal["off", "on", "cudagraphs"] = opt(
         "off",
-        "on: torch.compile the encoder layers into fused kernels, compiled on the first step and again for "
-        "evaluation; encoder passes then have a fixed number of sentences, chunk_tokens // max_length, padded to "
-        "a multiple of 16 tokens. cudagraphs: also replay the compiled layers as CUDA graphs, one per shape (CUDA "
-        "only; elsewhere as on), best with one pass per step (chunk_tokens = sentences per step x max_length). "
+        "on: torch.compile the embeddings, encoder layers and pooling into fused kernels, compiled on the first "
+        "step and again for evaluation (passes padded to a multiple of 16 tokens). cudagraphs: also replay them as "
+        "CUDA graphs, one per shape (CUDA only; elsewhere as on), with passes of a fixed number of sentences, "
+        "chunk_tokens // max_length; one pass per step is best (chunk_tokens = sentences per step x max_length). "
         "For a GPU, whose small-encoder steps are bound by launching kernels; on a CPU compiling is slower",
     )
     # --- optimisation

@@ -13,8 +13,8 @@ from mtbert.tasks import TASKS
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
-# Compiled layers (--torch_compile) want few distinct shapes: passes of a fixed number of sentences, their length
-# padded to a multiple of this.
+# Compiled layers (--torch_compile) get every pass with a mask and its length padded to a multiple of this, so that
+# the graphs they record are few.
 LENGTH_MULTIPLE = 16
 
 
@@ -27,8 +27,9 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
-        self.fixed_rows: int | None = None  # sentences per pass when the passes have fixed shapes (see set_passes)
-        self.cuda_graphs = False  # compiled layers replayed as CUDA graphs
+        self.torch_compile = "off"  # see set_passes
+        self.length_multiple = 1  # passes padded to a multiple of this many tokens (> 1: and always with a mask)
+        self.fixed_rows: int | None = None  # sentences per pass, for passes of few shapes (CUDA graphs)
 
     @property
     def device(self) -> torch.device:
@@ -39,15 +40,22 @@ class MultitaskModel(nn.Module):
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
     def set_passes(self, chunk_tokens: int | None, torch_compile: str, max_length: int) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs). Compiled layers
-        get passes of a fixed number of sentences, as many as fit the token budget at the longest length, padded to
-        a multiple of LENGTH_MULTIPLE tokens: at most max_length / 16 shapes instead of a new one nearly every pass."""
+        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs).
+
+        Compiled modules trace batch size and length as symbols, so passes of any shape share their graphs; their
+        passes are padded to a multiple of LENGTH_MULTIPLE tokens. A CUDA graph, though, is recorded for each shape
+        it meets: with cudagraphs the passes also have a fixed number of sentences, as many as fit the token budget
+        at the longest length (one-token fillers complete the last), which leaves at most max_length / 16 shapes."""
         self.chunk_tokens = chunk_tokens
-        if torch_compile != "off":
+        self.torch_compile = torch_compile
+        if torch_compile == "off":
+            return
+        self.length_multiple = LENGTH_MULTIPLE
+        if torch_compile == "cudagraphs":
             self.fixed_rows = max(1, self.token_budget() // max_length)
-            self.cuda_graphs = torch_compile == "cudagraphs"
-            self.encoder.compile_layers(self.cuda_graphs)
-            self.pool.compile(dynamic=True, mode="reduce-overhead" if self.cuda_graphs else None)
+        mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
+        self.encoder.compile_layers(mode)
+        self.pool.compile(dynamic=True, mode=mode)
 
     def passes(self, lengths: list[int]) -> list[list[int]]:
         """Sentence indices sorted by length and cut into encoder passes: growing each pass while (sentences x its
@@ -69,18 +77,19 @@ class MultitaskModel(nn.Module):
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order."""
         passes = self.passes([len(s) for s in sentences])
         pooled = []
-        for i, rows in enumerate(passes):
-            if self.cuda_graphs and (i == 0 or not torch.is_grad_enabled()):
+        for n, rows in enumerate(passes):
+            if self.torch_compile == "cudagraphs" and (n == 0 or not torch.is_grad_enabled()):
                 # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
                 torch.compiler.cudagraph_mark_step_begin()
             seqs = [sentences[i] for i in rows]
-            length = None
-            if self.fixed_rows:  # a fixed shape: one-token filler sentences, and the length rounded up
+            if self.fixed_rows:
                 seqs += [[self.pad_id]] * (self.fixed_rows - len(seqs))
-                length = -(-max(map(len, seqs)) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
+            length = None
+            if self.length_multiple > 1:
+                length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
                 length = min(length, self.encoder.config.max_position_embeddings)
             hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
-            pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): the fillers dropped
+            pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
