@@ -248,6 +248,9 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     model, tokenizer = build_model(cfg)
     model.to(device)
     model.set_passes(cfg.chunk_tokens, cfg.torch_compile, tokenizer.max_length)
+    if cfg.torch_compile != "off":
+        log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
+                 "(about 30 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
