@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue (#4) in one call of at most BUDGET seconds (default 560), planned for about 8
 # minutes on an H100; checks are in order of importance, and those left when time runs out are skipped:
-#   ../shared/tools/prepare-device-carry.sh && benchmarks/gpu_protocol.sh OUT_DIR
-# on a machine with CUDA, from the repository root, with .carry/ (the fp16 MiniLM and the data) beside the code.
+#   ../shared/tools/prepare-device-carry.sh          # here: writes .carry/ (the fp16 MiniLM and the data)
+#   benchmarks/gpu_protocol.sh "$OUT"                 # there, from the repository root, with carry=['.carry']
+# (the device tool's run: one call, timeout_s 600; the logs come back under files_at).
 # Each check has its own time limit and its own log in OUT_DIR; a failed one does not stop the rest.
 # (The checks of the training and DDP issues, run on an H100 on 2026-11-26, are in the git history of this file.)
 set -u
