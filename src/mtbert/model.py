@@ -76,9 +76,10 @@ class MultitaskModel(nn.Module):
     def embed(self, sentences: list[list[int]]) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order."""
         passes = self.passes([len(s) for s in sentences])
+        graphs, pass_by_pass = self.torch_compile == "cudagraphs", not torch.is_grad_enabled()
         pooled = []
         for n, rows in enumerate(passes):
-            if self.torch_compile == "cudagraphs" and (n == 0 or not torch.is_grad_enabled()):
+            if graphs and (n == 0 or pass_by_pass):
                 # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
                 torch.compiler.cudagraph_mark_step_begin()
             seqs = [sentences[i] for i in rows]
@@ -90,6 +91,8 @@ class MultitaskModel(nn.Module):
                 length = min(length, self.encoder.config.max_position_embeddings)
             hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
             pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
+            if graphs and pass_by_pass:
+                pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
