@@ -11,6 +11,7 @@ out=${1:?usage: benchmarks/gpu_protocol.sh OUT_DIR}
 mkdir -p "$out"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)  # start with an empty compile cache
+export TORCH_LOGS=recompiles,perf_hints  # in the logs: any recompilation, and why a graph was not CUDA-graphed
 M=$PWD/.carry/minilm D=$PWD/.carry/data
 work=$(mktemp -d)
 
