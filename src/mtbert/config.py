@@ -69,10 +69,9 @@ class Config:
     )
     torch_compile: Literal["off", "on", "cudagraphs"] = opt(
         "off",
-        "on: torch.compile the embeddings, encoder layers and pooling into fused kernels, compiled on the first "
-        "step and again for evaluation (passes padded to a multiple of 16 tokens). cudagraphs: also replay them as "
-        "CUDA graphs, one per shape (CUDA only; elsewhere as on), with passes of a fixed number of sentences, "
-        "chunk_tokens // max_length; one pass per step is best (chunk_tokens = sentences per step x max_length). "
+        "on: torch.compile the encoder and the pooling into fused kernels, compiled on the first step and again "
+        "for evaluation (passes padded to a multiple of 16 tokens). cudagraphs: also replay them as CUDA graphs, "
+        "one per shape (CUDA only; elsewhere as on), with one pass per step (--chunk_tokens is then not used). "
         "For a GPU, whose small-encoder steps are bound by launching kernels; on a CPU compiling is slower",
     )
     # --- optimisation

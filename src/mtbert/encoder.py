@@ -177,15 +177,6 @@ class BertEncoder(nn.Module):
         padded = length is not None or min(lengths) < max(lengths)
         return self(ids, mask if padded else None), mask
 
-    def compile_layers(self, mode: str | None = None) -> None:
-        """torch.compile the embeddings and each layer in place (parameter names unchanged): LayerNorm, dropout,
-        residual adds, GELU and the bf16 casts become a few fused kernels, forward and backward. The layers share one
-        compiled graph, whose inputs include their weights, traced with dynamic batch size and length on the first
-        call. It pays where launching kernels is the bottleneck (a GPU running a small encoder), not on a CPU
-        (README, Speed). `mode` is torch.compile's: "reduce-overhead" replays the kernels as CUDA graphs."""
-        for module in (self.emb, *self.layers):
-            module.compile(dynamic=True, mode=mode)
-
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""
         return torch.tanh(self.pooler(hidden[:, 0]))

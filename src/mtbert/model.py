@@ -39,22 +39,27 @@ class MultitaskModel(nn.Module):
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(self, chunk_tokens: int | None, torch_compile: str, max_length: int) -> None:
+    def set_passes(self, chunk_tokens: int | None, torch_compile: str, step_sentences: int) -> None:
         """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs).
 
-        Compiled modules trace batch size and length as symbols, so passes of any shape share their graphs; their
-        passes are padded to a multiple of LENGTH_MULTIPLE tokens. A CUDA graph, though, is recorded for each shape
-        it meets: with cudagraphs the passes also have a fixed number of sentences, as many as fit the token budget
-        at the longest length (one-token fillers complete the last), which leaves at most max_length / 16 shapes."""
+        Compiled, the encoder and the pooling are two graphs each (training, inference) that trace batch size and
+        length as symbols, so passes of any shape share them; passes are padded to a multiple of LENGTH_MULTIPLE
+        tokens. A CUDA graph, though, is recorded for each shape it meets, and a training step must call the
+        encoder's graph only once (PyTorch 2.11's CUDA graph trees fail when a compiled function is called again
+        within a step while its graphs are being recorded): with cudagraphs every pass holds `step_sentences`,
+        the sentences of one training step, one-token fillers completing it, whatever --chunk_tokens says."""
         self.chunk_tokens = chunk_tokens
         self.torch_compile = torch_compile
         if torch_compile == "off":
             return
         self.length_multiple = LENGTH_MULTIPLE
         if torch_compile == "cudagraphs":
-            self.fixed_rows = max(1, self.token_budget() // max_length)
+            self.fixed_rows = step_sentences
         mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
-        self.encoder.compile_layers(mode)
+        # In place (parameter names unchanged): LayerNorm, dropout, residual adds, GELU and the bf16 casts become a
+        # few fused kernels, forward and backward, and a pass launches them from one compiled function instead of
+        # op by op; the layers' weights are inputs of the encoder's graph.
+        self.encoder.compile(dynamic=True, mode=mode)
         self.pool.compile(dynamic=True, mode=mode)
 
     def passes(self, lengths: list[int]) -> list[list[int]]:

@@ -247,10 +247,12 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, tokenizer.max_length)
+    # sentences in one process's step: its share of each task's batch, times the task's text columns
+    step_sentences = -(-cfg.batch_size // ddp.world_size) * sum(len(TASKS[t].text_columns) for t in cfg.tasks)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
     if cfg.torch_compile != "off":
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
-                 "(about 30 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
+                 "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
     if ddp.world_size > 1:
@@ -373,16 +375,16 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         writer.close()
     if ddp.is_main:
         log.info("best epoch %d saved to %s", run["best_metrics"]["epoch"], save_to)
-        write_test_predictions(cfg, save_to, device)
+        write_test_predictions(cfg, save_to, device, step_sentences)
     return run["best_metrics"]
 
 
-def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device) -> None:
+def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device, step_sentences: int) -> None:
     """Test predictions of the best model, read back from where it was saved."""
     model, tokenizer, _ = load_model(best_folder)
     set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, tokenizer.max_length)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
