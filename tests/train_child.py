@@ -29,4 +29,6 @@ if len(sys.argv) > 2:
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 history: list[dict] = []
 best = training.train(Config(**json.loads(sys.argv[1])), report=history.append)
-print(json.dumps({"best": best, "history": history}))
+# one write of the whole line: under torchrun both ranks share stdout, and they finish together (an unbuffered print
+# writes the text and its newline apart, so two ranks' lines could interleave)
+sys.stdout.write(json.dumps({"best": best, "history": history}) + "\n")

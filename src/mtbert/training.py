@@ -236,10 +236,9 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
     continues from a saved state.
     """
     ddp = distributed.setup(cfg.use_gpu)
-    try:
-        return _train(cfg, report, ddp)
-    finally:
-        distributed.teardown()
+    best = _train(cfg, report, ddp)
+    distributed.teardown()  # on success only: leaving waits for every rank; after a failure torchrun stops them
+    return best
 
 
 def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: Distributed) -> dict[str, float]:
