@@ -169,7 +169,7 @@ class BertEncoder(nn.Module):
         """Pads token-id lists to the longest (or to `length`) and encodes them on the encoder's device: returns the
         hidden states (B, T, H) and the attention mask (B, T). Whether the batch has padding is decided here from
         the lengths, on the host, so that an unpadded batch runs without a mask and nothing waits for the GPU; a
-        batch padded to a given `length` always has one, so that compiled layers see one kind of input."""
+        batch padded to a given `length` always has one, so that a compiled encoder sees one kind of input."""
         lengths = [len(s) for s in seqs]
         ids, mask = pad_batch(seqs, pad_id, length)
         device = self.emb.word.weight.device

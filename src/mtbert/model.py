@@ -13,8 +13,8 @@ from mtbert.tasks import TASKS
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
-# Compiled layers (--torch_compile) get every pass with a mask and its length padded to a multiple of this, so that
-# the graphs they record are few.
+# A compiled encoder (--torch_compile) gets every pass with a mask and its length padded to a multiple of this, so
+# that the CUDA graphs it records are few.
 LENGTH_MULTIPLE = 16
 
 
