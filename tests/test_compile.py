@@ -1,4 +1,4 @@
-"""--torch_compile: torch.compile'd encoder layers train and evaluate like eager ones, with few compiled graphs."""
+"""--torch_compile: a torch.compile'd encoder trains and evaluates like the eager one, with few compiled graphs."""
 
 import json
 import shutil
@@ -15,7 +15,7 @@ from mtbert.training import train
 from .test_training import cfg  # noqa: F401  (the tiny model on the toy data)
 
 
-def test_compiled_layers_train_like_eager(cfg: Config, tmp_path: Path) -> None:  # noqa: F811
+def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path) -> None:  # noqa: F811
     """Two epochs with and without --torch_compile: the same losses and dev metrics (float32, no dropout: compiled
     kernels draw other random numbers). Per compiled module one graph for training and one for evaluation, not
     one per shape, and none again for the reloaded best model's test predictions. SophiaH's Hessian

@@ -33,7 +33,7 @@ def test_chunked_embeddings_equal_one_padded_pass(chunk_tokens: int) -> None:
 
 @pytest.mark.parametrize("fixed_rows", [None, 5])
 def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows: int | None) -> None:
-    """The pass shapes of compiled layers (set_passes): lengths padded to a multiple of 16 (capped at the position
+    """The pass shapes of a compiled encoder (set_passes): lengths padded to a multiple of 16 (capped at the position
     table) and always a mask; for CUDA graphs also a fixed number of sentences, one-token fillers completing the
     last pass. The embeddings are those of one padded batch."""
     torch.manual_seed(0)
