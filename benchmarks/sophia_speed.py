@@ -1,6 +1,7 @@
 """Steps/s of the training step with SophiaH and SophiaG against AdamW, same model, data and batches.
 
-    python benchmarks/sophia_speed.py [--device cpu|cuda] [--steps 20] [--hess_interval 10]
+    python benchmarks/sophia_speed.py [--device cpu|cuda] [--steps 20] [--hess_interval 10] [--checkpoint DIR]
+        [--precision auto|fp32|bf16]
 
 Sophia refreshes its Hessian estimate every --hess_interval steps: SophiaH with one Hessian-vector product
 (a backward with create_graph=True, then a second backward along a random direction), SophiaG with one extra
@@ -16,6 +17,7 @@ import json
 import torch
 from train_speed import measure, setup
 
+from mtbert.encoder import tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
 from mtbert.training import train_step
@@ -23,13 +25,14 @@ from mtbert.training import train_step
 
 def run(name: str, args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
+    tune_kernels(torch.device(args.device))  # as training does
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     optimizer = build_optimizer(name, model, model.heads, 4e-5, 1e-3, 0.01, hess_interval=args.hess_interval)
 
     def step(rows: dict) -> None:
-        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device)
+        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device, args.precision)
 
-    result = measure(step, steps, data, args)
+    result = measure(step, steps, data, args, encoder.config)
     result["steps_per_s"] = round(result["samples_per_s"] / (args.batch_size * len(cfg.tasks)), 3)
     return result
 
@@ -42,6 +45,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps (a multiple of --hess_interval)")
     parser.add_argument("--hess_interval", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--checkpoint", help="BERT checkpoint folder (default: packaged MiniLM)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="as in training")
     args = parser.parse_args()
     args.model = "minilm"
     # warm up for one interval; the timed steps then start on a refresh step, as the first step of a run does
