@@ -1,0 +1,48 @@
+"""The benchmarks still run (they import training internals and drift when those change): each on a few steps of
+the first rows of the real data files and the packaged MiniLM, printing its JSON line. Their numbers are for the
+README, not checked here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+BENCHMARKS = {
+    "train_speed.py": ["--steps", "1", "--warmup", "1", "--batch_size", "4"],  # ours and the plain HF loop
+    "sophia_speed.py": ["--steps", "1", "--hess_interval", "1", "--batch_size", "4"],
+    "same_results.py": ["--epochs", "1", "--samples_per_epoch", "8", "--batch_size", "4"],
+    "encode_speed.py": ["--n", "40"],
+    "encoder_speed.py": ["--steps", "1", "--warmup", "1", "--batch_size", "4", "--seq_len", "16"],
+}
+KEYS = {
+    "train_speed.py": "samples_ratio",
+    "sophia_speed.py": "sophiah_time_ratio",
+    "same_results.py": "plain",
+    "encode_speed.py": "ratio",
+    "encoder_speed.py": "train_ratio",
+}
+
+
+@pytest.fixture(scope="module")
+def first_rows(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every CSV of the data folder cut to its header and 40 rows."""
+    folder = tmp_path_factory.mktemp("first-rows")
+    for file in data_dir.glob("*.csv"):
+        lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
+        (folder / file.name).write_text("".join(lines[:41]), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
+    argv = [sys.executable, str(REPO / "benchmarks" / script), *BENCHMARKS[script]]
+    if script != "encoder_speed.py":  # random batches, no data
+        argv += ["--data_dir", str(first_rows)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert KEYS[script] in result, result
