@@ -29,7 +29,7 @@ from mtbert.data import MultitaskSampler
 from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
-from mtbert.tasks import TASKS
+from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
 from mtbert.training import read_task, task_file, train_step
 
@@ -54,7 +54,7 @@ def setup(args: argparse.Namespace):
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    model.set_passes(args.chunk_tokens, args.torch_compile, step_sentences=5 * args.batch_size)  # SST 1, Quora 2, STS 2
+    model.set_passes(args.chunk_tokens, args.torch_compile, sentences_per_step(cfg.tasks, args.batch_size))
     tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 

@@ -139,3 +139,8 @@ TASKS: dict[str, TaskSpec] = {
         prediction_header="Predicted_Similiarity",  # sic: the original project's spelling
     ),
 }
+
+
+def sentences_per_step(tasks: tuple[str, ...], batch_size: int) -> int:
+    """How many sentences a step of `batch_size` examples per task sends through the encoder (pairs count two)."""
+    return batch_size * sum(len(TASKS[t].text_columns) for t in tasks)

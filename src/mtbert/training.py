@@ -34,7 +34,7 @@ from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
 from mtbert.optim import Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
-from mtbert.tasks import TASKS
+from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ def train_step(
 
 @contextlib.contextmanager
 def twice_differentiable() -> Iterator[None]:
-    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and eager
-    (not compiled, see --compile) layers can do."""
+    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and an eager
+    encoder (not compiled, see --torch_compile) can do."""
     with sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
         yield
 
@@ -216,7 +216,7 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
 
 def set_dropout(model: MultitaskModel, p: float) -> None:
     """--hidden_dropout_prob sets the encoder's dropout as well as the heads'. (A model reloaded for predictions
-    gets it too: compiled layers would otherwise be compiled again for the other probability.)"""
+    gets it too: a compiled encoder would otherwise be compiled again for the other probability.)"""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
@@ -246,8 +246,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     model.to(device)
-    # sentences in one process's step: its share of each task's batch, times the task's text columns
-    step_sentences = -(-cfg.batch_size // ddp.world_size) * sum(len(TASKS[t].text_columns) for t in cfg.tasks)
+    step_sentences = sentences_per_step(cfg.tasks, -(-cfg.batch_size // ddp.world_size))  # one process's share
     model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
     if cfg.torch_compile != "off":
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
