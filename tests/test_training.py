@@ -11,14 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from mtbert import training
 from mtbert.checkpoint import load_model, save_model
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
 from mtbert.training import (
-    autocast,
-    autocast_dtype,
     build_model,
     evaluate,
     read_task,
@@ -117,15 +114,6 @@ def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
         torch.testing.assert_close(twice[t], 2 * once[t])
     assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
     assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
-
-
-@pytest.mark.parametrize("native_bf16", [True, False])
-def test_autocast_follows_precision_and_device(native_bf16: bool, monkeypatch) -> None:
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: native_bf16)
-    assert autocast_dtype("cuda", "auto") == autocast_dtype("cpu", "bf16") == torch.bfloat16
-    assert autocast_dtype("cuda", "fp32") is autocast_dtype("cpu", "fp32") is None
-    assert autocast_dtype("cpu", "auto") == (torch.bfloat16 if native_bf16 else None)
-    assert autocast("cpu", "auto")._enabled == native_bf16 and autocast("cpu", "bf16")._enabled
 
 
 def test_same_seed_same_numbers(cfg: Config) -> None:

@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from mtbert.distributed import Distributed
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
+from mtbert.optim import Scheduler
 from mtbert.tokenizer import Tokenizer
 
 WEIGHTS, META, STATE = "model.safetensors", "mtbert.json", "training_state.pt"
@@ -79,6 +80,19 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     return model.eval(), tokenizer, meta
 
 
+@dataclass
+class RunState:
+    """Where a run stands, saved with --resume: epochs done, batches done in the current epoch, optimizer steps,
+    the current epoch's summed loss, the best dev metrics so far (with their "epoch") and the TensorBoard folder."""
+
+    logdir: str
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
 def save_training_state(folder: str | Path, state: dict) -> None:
     """Writes the full training state to `folder`/training_state.pt atomically (see `atomic_write_bytes`), so that
     the previous state stays loadable until the new one is complete."""
@@ -110,8 +124,8 @@ def restore(
     ddp: Distributed,
     model: MultitaskModel,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None,
-) -> dict:
+    scheduler: Scheduler | None,
+) -> RunState:
     """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
     returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
     check_resumable(cfg, saved["config"], cfg.resume)
@@ -125,7 +139,7 @@ def restore(
     if scheduler is not None:
         scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"][ddp.rank])
-    return saved["run"]
+    return RunState(**saved["run"])
 
 
 def check_resumable(cfg: Config, saved: dict, folder: str) -> None:

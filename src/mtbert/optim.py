@@ -10,6 +10,9 @@ from torch import nn
 
 from mtbert.distributed import all_reduce_mean
 
+# What build_scheduler returns: a per-step schedule, or one stepped per epoch with the dev score (plateau).
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
 
 def build_optimizer(
     name: str,
@@ -46,9 +49,7 @@ def build_optimizer(
     return sophia(param_groups, lr=lr, **kwargs, **({"rho": rho} if rho is not None else {}))
 
 
-def build_scheduler(
-    name: str, optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Scheduler | None:
     """plateau: halve the lr after an epoch without a better dev score (stepped per epoch with the score);
     cosine: cosine decay to 0 over `total_steps` optimizer steps (stepped per step); none: constant."""
     if name == "plateau":

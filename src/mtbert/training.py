@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import random
@@ -11,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from mtbert import distributed
 from mtbert.checkpoint import (
+    RunState,
     load_model,
     load_training_state,
     restore,
@@ -33,9 +34,13 @@ from mtbert.distributed import Distributed
 from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
-from mtbert.optim import Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
+from mtbert.optim import Scheduler, Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
+from mtbert.precision import autocast
 from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter  # imported where a run opens it: slow to import
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10  # optimizer steps between TensorBoard points and progress-bar loss updates
@@ -81,29 +86,6 @@ def compute_losses(
         t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()
     }
     return losses, outputs
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX): 4x the float32 rate of a
-    matrix product measured on this project's AMD EPYC, 2.2x the training steps per second. Without it bf16 is emulated.
-    (PyTorch's own checks, private: a build without them counts as no native bf16.)"""
-    checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return any(check is not None and check() for check in checks)
-
-
-def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:
-    """The forward pass's autocast type for --precision: bfloat16 for bf16, and for auto on CUDA and on CPUs with
-    native bf16; else none (float32)."""
-    native = device_type == "cuda" or (device_type == "cpu" and cpu_has_native_bf16())
-    return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
-
-
-def autocast(device: torch.device | str, precision: str) -> torch.autocast:
-    """Autocast as --precision says. Weights, gradients and the optimizer stay float32: bf16 needs no loss scaling."""
-    device_type = torch.device(device).type
-    dtype = autocast_dtype(device_type, precision)
-    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def train_step(
@@ -242,17 +224,10 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
 
 
 def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: Distributed) -> dict[str, float]:
-    device = ddp.device
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
-    model.to(device)
     step_sentences = sentences_per_step(cfg.tasks, -(-cfg.batch_size // ddp.world_size))  # one process's share
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
-    if cfg.torch_compile != "off":
-        log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
-                 "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
-    if cfg.option == "pretrain":
-        model.encoder.requires_grad_(False)
+    place_model(model, cfg, ddp.device, step_sentences)
     if ddp.world_size > 1:
         seed_everything(cfg.seed + ddp.rank)  # but each rank its own dropout masks
 
@@ -261,26 +236,14 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     sampler = MultitaskSampler(
         {t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size, cfg.seed
     )
-    lr = cfg.learning_rate
-    head_lr = cfg.head_lr if cfg.head_lr is not None else lr
-    betas_rho = {"beta1": cfg.beta1, "beta2": cfg.beta2, "rho": cfg.rho, "hess_interval": cfg.hess_interval}
-    optimizer = build_optimizer(cfg.optimizer, model, model.heads, lr, head_lr, cfg.weight_decay, **betas_rho)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs * len(sampler))
+    optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
     per_step_scheduler = scheduler is not None and cfg.scheduler != "plateau"
 
-    # where the loop stands: epoch, batches done in it, optimizer steps, the epoch's summed loss, the best so far
-    run = {
-        "epoch": 0,
-        "batch": 0,
-        "step": 0,
-        "loss_sum": 0.0,
-        "best_metrics": {},
-        "logdir": str(Path(cfg.logdir) / f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"),
-    }
+    run = RunState(logdir=str(Path(cfg.logdir) / f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"))
     saved = load_training_state(cfg.resume) if cfg.resume is not None else None
     if saved is not None:
         run = restore(cfg, saved, ddp, model, optimizer, scheduler)
-        log.info("resuming from %s: epoch %d, step %d", cfg.resume, run["epoch"] + 1, run["step"])
+        log.info("resuming from %s: epoch %d, step %d", cfg.resume, run.epoch + 1, run.step)
 
     def save_state() -> None:
         """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
@@ -288,93 +251,113 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         if ddp.is_main:
             scheduler_state = scheduler.state_dict() if scheduler is not None else None
             state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler_state, "run": run, "rng": rngs}  # fmt: skip
+                     "scheduler": scheduler_state, "run": asdict(run), "rng": rngs}  # fmt: skip
             save_training_state(cfg.resume, state)
 
     net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
-    writer = None
-    if ddp.is_main:
-        from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
-
-        writer = SummaryWriter(run["logdir"], purge_step=run["step"] + 1 if saved is not None else None)
-        writer.add_text("config", str(asdict(cfg)))
+    writer = open_tensorboard(cfg, run, resumed=saved is not None) if ddp.is_main else None
     save_to = Path(cfg.save_dir) / run_name(cfg)
-    loss_weights = cfg.loss_weights
-    while run["epoch"] < cfg.epochs:
-        epoch = run["epoch"]
+    while run.epoch < cfg.epochs:
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.tensor(run["loss_sum"], device=device)  # summed on the device: no sync per step
-        batches = itertools.islice(sampler.epoch(epoch), run["batch"], None)  # a resumed epoch skips its done part
-        bar = tqdm(
-            batches,
-            initial=run["batch"],
-            total=len(sampler),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="step",
-            disable=not ddp.is_main,
-        )
+        loss_sum = torch.tensor(run.loss_sum, device=ddp.device)  # summed on the device: no sync per step
+        batches = itertools.islice(sampler.epoch(run.epoch), run.batch, None)  # a resumed epoch skips its done part
+        bar = tqdm(batches, initial=run.batch, total=len(sampler), desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+                   unit="step", disable=not ddp.is_main)  # fmt: skip
         for rows in bar:
             rows, shares = ddp.shard(rows)
-            weights = {t: loss_weights[t] * share for t, share in shares.items()}
-            losses = train_step(net, model, optimizer, train_data, rows, weights, cfg.clip, device, cfg.precision)
+            weights = {t: cfg.loss_weights[t] * share for t, share in shares.items()}
+            losses = train_step(net, model, optimizer, train_data, rows, weights, cfg.clip, ddp.device, cfg.precision)
             loss_sum += sum(losses.values())
             if per_step_scheduler:
                 scheduler.step()
-            run["step"] += 1
-            run["batch"] += 1
-            if run["step"] % LOG_EVERY == 0 and writer is not None:  # reading losses synchronises: only now and then
-                values = {t: v.item() for t, v in losses.items()}
-                bar.set_postfix(loss=f"{sum(values.values()):.3f}")
-                for t, v in values.items():
-                    writer.add_scalar(f"train_loss/{t}", v, run["step"])
-                writer.add_scalar("lr", optimizer.param_groups[0]["lr"], run["step"])
-            if cfg.save_every and run["step"] % cfg.save_every == 0 and run["batch"] < len(sampler):
-                run["loss_sum"] = loss_sum.item()
+            run.step += 1
+            run.batch += 1
+            if run.step % LOG_EVERY == 0 and writer is not None:  # reading losses synchronises: only now and then
+                log_step(writer, bar, losses, optimizer.param_groups[0]["lr"], run.step)
+            if cfg.save_every and run.step % cfg.save_every == 0 and run.batch < len(sampler):
+                run.loss_sum = loss_sum.item()
                 save_state()
 
         epoch_loss = loss_sum.item() / len(sampler)  # waits for the device: the epoch's training time ends here
         train_seconds = time.perf_counter() - started
         metrics = {}
-        if ddp.is_main:
+        if ddp.is_main:  # evaluate, keep the best model, report
             metrics, dev_predictions = evaluate(model, dev_data, cfg.precision)
             seconds = time.perf_counter() - started
-            for key, value in metrics.items():
-                writer.add_scalar(f"dev/{key}", value, epoch + 1)
-            log.info(
-                "epoch %d/%d: %s (training %.1f s, evaluation %.1f s)",
-                epoch + 1,
-                cfg.epochs,
-                " ".join(f"{k}={v:.3f}" for k, v in metrics.items()),
-                train_seconds,
-                seconds - train_seconds,
-            )
-            if not run["best_metrics"] or metrics["mean"] > run["best_metrics"]["mean"]:
-                run["best_metrics"] = {**metrics, "epoch": epoch + 1}
-                save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": run["best_metrics"]})
+            log_epoch(writer, run.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
+            if not run.best_metrics or metrics["mean"] > run.best_metrics["mean"]:
+                run.best_metrics = {**metrics, "epoch": run.epoch + 1}
+                save_model(save_to, model, tokenizer, {"config": asdict(cfg), "dev_metrics": run.best_metrics})
                 write_predictions_of(cfg, "dev", dev_data, dev_predictions)
             if report is not None:
-                report(
-                    {
-                        **metrics,
-                        "epoch": epoch + 1,
-                        "train_loss": epoch_loss,
-                        "seconds": seconds,
-                        "train_seconds": train_seconds,
-                    }  # fmt: skip
-                )
+                times = {"seconds": seconds, "train_seconds": train_seconds}
+                report({**metrics, "epoch": run.epoch + 1, "train_loss": epoch_loss, **times})
         metrics = ddp.broadcast(metrics)
         if cfg.scheduler == "plateau":
             scheduler.step(metrics["mean"])
-        run.update(epoch=epoch + 1, batch=0, loss_sum=0.0, best_metrics=ddp.broadcast(run["best_metrics"]))
+        run.epoch, run.batch, run.loss_sum = run.epoch + 1, 0, 0.0
+        run.best_metrics = ddp.broadcast(run.best_metrics)
         if cfg.resume is not None:
             save_state()
     if writer is not None:
         writer.close()
     if ddp.is_main:
-        log.info("best epoch %d saved to %s", run["best_metrics"]["epoch"], save_to)
-        write_test_predictions(cfg, save_to, device, step_sentences)
-    return run["best_metrics"]
+        log.info("best epoch %d saved to %s", run.best_metrics["epoch"], save_to)
+        write_test_predictions(cfg, save_to, ddp.device, step_sentences)
+    return run.best_metrics
+
+
+def place_model(model: MultitaskModel, cfg: Config, device: torch.device, step_sentences: int) -> None:
+    """Moves the model to the run's device and sets how it encodes (--chunk_tokens, --torch_compile; see
+    MultitaskModel.set_passes); --option pretrain freezes the encoder."""
+    model.to(device)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
+    if cfg.torch_compile != "off":
+        log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
+                 "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
+    if cfg.option == "pretrain":
+        model.encoder.requires_grad_(False)
+
+
+def build_optimization(
+    cfg: Config, model: MultitaskModel, total_steps: int
+) -> tuple[torch.optim.Optimizer, Scheduler | None]:
+    """The optimizer (--optimizer, its hyper-parameters, the heads at --head_lr) and the lr schedule (--scheduler)."""
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.learning_rate
+    betas_rho = {"beta1": cfg.beta1, "beta2": cfg.beta2, "rho": cfg.rho, "hess_interval": cfg.hess_interval}
+    optimizer = build_optimizer(
+        cfg.optimizer, model, model.heads, cfg.learning_rate, head_lr, cfg.weight_decay, **betas_rho
+    )
+    return optimizer, build_scheduler(cfg.scheduler, optimizer, total_steps)
+
+
+def open_tensorboard(cfg: Config, run: RunState, resumed: bool) -> SummaryWriter:
+    """The run's TensorBoard writer (rank 0), with the config as text; a resumed run drops points after its step."""
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+    writer = SummaryWriter(run.logdir, purge_step=run.step + 1 if resumed else None)
+    writer.add_text("config", str(asdict(cfg)))
+    return writer
+
+
+def log_step(writer: SummaryWriter, bar: tqdm, losses: dict[str, torch.Tensor], lr: float, step: int) -> None:
+    """Each task's weighted loss and the lr to TensorBoard, their sum to the progress bar (waits for the device)."""
+    values = {t: v.item() for t, v in losses.items()}
+    bar.set_postfix(loss=f"{sum(values.values()):.3f}")
+    for t, v in values.items():
+        writer.add_scalar(f"train_loss/{t}", v, step)
+    writer.add_scalar("lr", lr, step)
+
+
+def log_epoch(
+    writer: SummaryWriter, epoch: int, epochs: int, metrics: dict[str, float], train_s: float, total_s: float
+) -> None:
+    """An epoch's dev metrics to TensorBoard and the log, with its training and evaluation time."""
+    for key, value in metrics.items():
+        writer.add_scalar(f"dev/{key}", value, epoch)
+    scores = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    log.info("epoch %d/%d: %s (training %.1f s, evaluation %.1f s)", epoch, epochs, scores, train_s, total_s - train_s)
 
 
 def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device, step_sentences: int) -> None:
