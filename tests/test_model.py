@@ -31,6 +31,18 @@ def test_chunked_embeddings_equal_one_padded_pass(chunk_tokens: int) -> None:
     torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_progress_bar_over_the_sentences_changes_nothing(capsys) -> None:
+    torch.manual_seed(0)
+    model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
+    sentences = [[5] * n for n in range(1, 30)]
+    model.chunk_tokens = 40
+    quiet = model.embed(sentences)
+    assert capsys.readouterr().err == ""
+    torch.testing.assert_close(model.embed(sentences, progress=True), quiet)
+    err = capsys.readouterr().err
+    assert "encoding" in err and "/29 " in err  # total: all sentences of all passes
+
+
 @pytest.mark.parametrize("fixed_rows", [None, 5])
 def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows: int | None) -> None:
     """The pass shapes of a compiled encoder (set_passes): lengths padded to a multiple of 16 (capped at the position

@@ -127,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
             data[task] = d
     if not data:
         raise MtbertError(f"no labelled {args.split} files in {args.data_dir}: nothing to score")
-    metrics, _ = evaluate(model, data, args.precision)
+    metrics, _ = evaluate(model, data, args.precision, progress=True)
     print(json.dumps(metrics, indent=2))
 
 
@@ -165,7 +165,7 @@ def run_predict(args: argparse.Namespace) -> None:
         ids = [str(i) for i in range(1, len(columns[0]) + 1)]
         examples = Examples(Path(args.input), ids, columns, None)
         data = TaskData(args.task, examples, [tokenizer.encode_ids(c) for c in columns], None)
-    predictions = predict(model, {args.task: data}, args.precision)[args.task]
+    predictions = predict(model, {args.task: data}, args.precision, progress=True)[args.task]
     if args.output == "-":
         print(f"id \t {spec.prediction_header}")
         for i, p in zip(data.examples.ids, predictions.tolist(), strict=True):
@@ -186,7 +186,7 @@ def _read_text(path: Path) -> str:
 def run_encode(args: argparse.Namespace) -> None:
     from mtbert.embedding import encode
 
-    for vector in encode(args.sentences, model=args.model):
+    for vector in encode(args.sentences, model=args.model, progress=True):
         print(json.dumps([round(x, 6) for x in vector.tolist()]))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from mtbert.encoder import BertEncoder, tune_kernels
 from mtbert.tokenizer import Tokenizer
@@ -31,18 +32,22 @@ def encode(
     model: str | Path | None = None,
     batch_size: int = 32,
     device: str | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """Embeds sentences as unit vectors, (N, H) float32; `model` is a checkpoint folder (None: packaged MiniLM).
 
     Sentences are sorted by length before batching so that each batch pads little; the output keeps input order.
+    `progress`: a progress bar of the sentences encoded (on stderr, removed when done).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder, tokenizer = _load(None if model is None else str(model), device)
     ids = tokenizer.encode_ids(list(sentences))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = torch.empty(len(ids), encoder.config.hidden_size)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        hidden, mask = encoder.encode_padded([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T, H), (B, T)
-        out[chunk] = F.normalize(mean_pool(hidden, mask), dim=-1).float().cpu()
+    with tqdm(total=len(order), desc="encoding", unit="sentence", disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            hidden, mask = encoder.encode_padded([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T, H), (B, T)
+            out[chunk] = F.normalize(mean_pool(hidden, mask), dim=-1).float().cpu()
+            bar.update(len(chunk))
     return out.numpy()

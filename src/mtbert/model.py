@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from mtbert.encoder import BertEncoder
 from mtbert.heads import AttentionPooling
@@ -78,10 +79,12 @@ class MultitaskModel(nn.Module):
             start = end
         return passes
 
-    def embed(self, sentences: list[list[int]]) -> torch.Tensor:
-        """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order."""
+    def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
+        """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order.
+        `progress`: a progress bar of the sentences encoded (on stderr, removed when done)."""
         passes = self.passes([len(s) for s in sentences])
         graphs, pass_by_pass = self.torch_compile == "cudagraphs", not torch.is_grad_enabled()
+        bar = tqdm(total=len(sentences), desc="encoding", unit="sentence", disable=not progress, leave=False)
         pooled = []
         for n, rows in enumerate(passes):
             if graphs and (n == 0 or pass_by_pass):
@@ -98,19 +101,21 @@ class MultitaskModel(nn.Module):
             pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
             if graphs and pass_by_pass:
                 pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
+            bar.update(len(rows))
+        bar.close()
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[order] = torch.arange(len(order))
         return out[inverse.to(out.device)]
 
-    def forward(self, batch: dict[str, list[list[list[int]]]]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, list[list[list[int]]]], progress: bool = False) -> dict[str, torch.Tensor]:
         """batch: task -> one list of token-id lists per text column. Returns task -> head output.
 
         All sentences of all tasks go through the encoder in one pass, then each head reads its own.
         """
         sentences = [s for columns in batch.values() for column in columns for s in column]
-        emb = self.embed(sentences)
+        emb = self.embed(sentences, progress)
         outputs, at = {}, 0
         for task, columns in batch.items():
             parts = []

@@ -141,23 +141,26 @@ def hessian_loss(
 
 
 @torch.inference_mode()
-def predict(model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto") -> dict[str, np.ndarray]:
-    """Predictions of every task's rows, all sentences encoded in one length-sorted pass."""
+def predict(
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Predictions of every task's rows, all sentences encoded in one length-sorted pass (with a progress bar of
+    the sentences encoded if `progress`)."""
     if not data:
         return {}
     was_training = model.training
     model.eval()
     with autocast(model.device, precision):
-        outputs = model({task: d.tokens for task, d in data.items()})
+        outputs = model({task: d.tokens for task, d in data.items()}, progress)
     model.train(was_training)
     return {task: TASKS[task].predict(out.float()).cpu().numpy() for task, out in outputs.items()}
 
 
 def evaluate(
-    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto"
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics keyed "{task}/{metric}" for the labelled tasks, plus "mean" (each mapped to [0, 1]) when all are."""
-    predictions = predict(model, data, precision)
+    predictions = predict(model, data, precision, progress)
     metrics: dict[str, float] = {}
     for task, d in data.items():
         if d.labels is not None:
@@ -283,7 +286,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         train_seconds = time.perf_counter() - started
         metrics = {}
         if ddp.is_main:  # evaluate, keep the best model, report
-            metrics, dev_predictions = evaluate(model, dev_data, cfg.precision)
+            metrics, dev_predictions = evaluate(model, dev_data, cfg.precision, progress=True)
             seconds = time.perf_counter() - started
             log_epoch(writer, run.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
             if not run.best_metrics or metrics["mean"] > run.best_metrics["mean"]:
@@ -373,7 +376,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device,
             test_data[t] = read_task(path, t, tokenizer, require_labels=False)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, t)
-    write_predictions_of(cfg, "test", test_data, predict(model, test_data, cfg.precision))
+    write_predictions_of(cfg, "test", test_data, predict(model, test_data, cfg.precision, progress=True))
 
 
 def write_predictions_of(cfg: Config, split: str, data: dict[str, TaskData], predictions: dict[str, np.ndarray]):
