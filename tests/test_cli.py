@@ -60,3 +60,22 @@ def test_format_table() -> None:
     )
     assert table.splitlines()[1].split() == ["epoch", "train_loss", "sst/accuracy", "mean", "train_seconds", "seconds"]
     assert table.splitlines()[2].split() == ["1", "1.250", "0.500", "0.500", "11.0", "12.3"]
+
+
+def test_train_reads_a_config_file_before_its_flags(tmp_path, monkeypatch, capsys) -> None:
+    ran: list[Config] = []
+    monkeypatch.setattr("mtbert.cli.run_train", ran.append)
+    f = tmp_path / "run.yaml"
+    f.write_text("optimizer: sophiah\nbatch_size: 8\nepochs: 2\n")
+    main(["train", "--config", str(f), "--epochs", "5"])
+    main(["train", "--epochs", "5", "--config", str(f)])  # wherever --config stands
+    main(["--config", str(f), "--epochs", "5"], parser=train_parser())  # multitask_classifier.py
+    assert [(c.optimizer, c.batch_size, c.epochs) for c in ran] == [("sophiah", 8, 5)] * 3
+    f.write_text("optimizer: adamw\nrho: 0.01\n")  # a cross-field check fails as for flags
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(f)])
+    assert e.value.code == 2 and "--rho is a Sophia setting" in capsys.readouterr().err
+    f.write_text("epochs: 0.5\n")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(f)])
+    assert e.value.code == 2 and f"error: {f}: epochs: invalid int value: '0.5'" in capsys.readouterr().err

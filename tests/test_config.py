@@ -1,9 +1,11 @@
 import dataclasses
+import json
 
 import pytest
 
 from mtbert.cli import build_parser, train_parser
-from mtbert.config import RESERVED_FLAGS, Config
+from mtbert.config import RESERVED_FLAGS, Config, config_file_flags, config_from_args
+from mtbert.errors import MtbertError
 
 
 def test_every_field_has_exactly_one_flag() -> None:
@@ -68,3 +70,47 @@ def test_reserved_flags_fail_clearly(flag: str, capsys) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"{flag} (" in err and "not yet supported" in err
+
+
+def file_config(path, *flags: str) -> Config:
+    """The Config that `mtbert train --config PATH FLAGS` trains with."""
+    parser = train_parser()
+    return config_from_args(parser, parser.parse_args([*config_file_flags(path), *flags]))
+
+
+def test_a_yaml_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path) -> None:
+    f = tmp_path / "run.yaml"
+    f.write_text("optimizer: sophiah\nlr: 1e-4   # YAML reads this as a string: checked as --lr would be\n"
+                 "epochs: 3\nsts: true\nuse_gpu: false\nmodel: null\nprecision: fp32\n")  # fmt: skip
+    cfg = file_config(f)
+    assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.tasks, cfg.precision) == ("sophiah", 1e-4, 3, ("sts",), "fp32")
+    assert file_config(f, "--epochs", "5", "--no-sts", "--sst").epochs == 5
+    assert file_config(f, "--no-sts", "--sst").tasks == ("sst",)
+
+
+def test_a_saved_models_config_reproduces_its_run(tmp_path) -> None:
+    ran = Config(optimizer="sophiag", rho=0.03, batch_size=16, para=True, sts_loss_weight=3.0, save_dir="elsewhere")
+    f = tmp_path / "mtbert.json"  # as save_model writes it
+    f.write_text(json.dumps({"encoder": {}, "tasks": ["para"], "config": dataclasses.asdict(ran), "dev_metrics": {}}))
+    assert file_config(f) == ran
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("a.yaml", "lr: 1e-4\nbatchsize: 8\n", r"a.yaml: unknown setting\(s\) batchsize"),
+        ("a.yaml", "precision: fp16\n", r"a.yaml: precision: invalid choice: 'fp16'"),
+        ("a.yaml", "epochs: many\n", r"a.yaml: epochs: invalid int value: 'many'"),
+        ("a.yaml", "use_gpu: 1\n", r"a.yaml: use_gpu: expected true or false, got 1"),
+        ("a.yaml", "lr: [1, 2]\n", r"a.yaml: lr: expected a single value"),
+        ("a.yaml", "lr: 1\n  epochs: 2\n", r"a.yaml:2: not valid YAML"),
+        ("a.yaml", "- lr\n", r"a.yaml: expected a mapping of settings"),
+        ("a.json", '{"lr": 1,}', r"a.json:1: not valid JSON"),
+    ],
+)
+def test_a_bad_config_file_names_the_file_and_the_setting(tmp_path, name: str, text: str, message: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(MtbertError, match=message):
+        config_file_flags(tmp_path / name)
+    with pytest.raises(MtbertError, match="no such file"):
+        config_file_flags(tmp_path / "missing.yaml")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mtbert.config import Config, add_config_argument, add_config_arguments, config_from_args
+from mtbert.config import Config, add_config_argument, add_config_arguments, config_file_flags, config_from_args
 from mtbert.errors import MtbertError
 from mtbert.tasks import TASKS, TaskSpec
 
@@ -70,9 +70,13 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = parser or build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         if getattr(args, "command", "train") == "train":
+            if args.config is not None:  # the file's flags go first, so that the command line's override them
+                at = argv.index("train") + 1 if "command" in args else 0
+                args = parser.parse_args(argv[:at] + config_file_flags(args.config) + argv[at:])
             run_train(config_from_args(parser, args))
         elif args.command == "evaluate":
             run_evaluate(args)

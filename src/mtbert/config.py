@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+from mtbert.errors import MtbertError
 
 TASK_NAMES = ("sst", "para", "sts")
 
@@ -173,7 +177,14 @@ class _NotYetSupported(argparse.Action):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field, named as the field; types, choices and help come from the dataclass."""
+    """One flag per Config field, named as the field; types, choices and help come from the dataclass. And
+    --config FILE, whose values stand before the command line's flags (see config_file_flags)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML or JSON file of settings, `field: value` with the flag names below (without --), or a saved "
+        "model's mtbert.json to train with its run's settings; flags on the command line override it",
+    )
     for f in dataclasses.fields(Config):
         add_config_argument(parser, f.name)
     for flag in RESERVED_FLAGS:
@@ -197,6 +208,73 @@ def add_config_argument(parser: argparse.ArgumentParser, name: str) -> None:
     if f.default is not None and kind is not bool:
         kwargs["help"] += f" (default: {f.default})"
     parser.add_argument(f"--{name}", **kwargs)
+
+
+def config_file_flags(path: str | Path) -> list[str]:
+    """The flags that a --config file stands for. The file is a YAML or JSON mapping of Config field names to values
+    (null keeps a field's default), or an mtbert.json written with a saved model, whose "config" holds the settings
+    of the run that trained it. Each value is checked as its flag would be; an error names the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MtbertError(f"--config {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise MtbertError(f"--config {path}: not UTF-8 text ({e})") from None
+    settings = _parse_mapping(path, text)
+    if isinstance(settings.get("config"), dict) and "encoder" in settings:  # a saved model's mtbert.json
+        settings = settings["config"]
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise MtbertError(
+            f"{path}: unknown setting(s) {', '.join(map(str, unknown))}; the settings are the flags of "
+            "`mtbert train --help`, without the leading --"
+        )
+    checker = argparse.ArgumentParser(exit_on_error=False)
+    for name in settings:
+        add_config_argument(checker, name)
+    kinds = typing.get_type_hints(Config)
+    flags: list[str] = []
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if kinds[name] is bool or isinstance(value, bool | dict | list):
+            if kinds[name] is not bool or not isinstance(value, bool):
+                raise MtbertError(f"{path}: {name}: expected {_kind_name(kinds[name])}, got {value!r}")
+            flags.append(f"--{name}" if value else f"--no-{name}")
+            continue
+        try:
+            checker.parse_args([f"--{name}", str(value)])
+        except argparse.ArgumentError as e:
+            raise MtbertError(f"{path}: {name}: {e.message}") from None
+        flags += [f"--{name}", str(value)]
+    return flags
+
+
+def _parse_mapping(path: Path, text: str) -> dict:
+    """A config file's top-level mapping: JSON for a .json file, else YAML."""
+    if path.suffix == ".json":
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MtbertError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    else:
+        import yaml  # PyYAML, a dependency of mtbert (and of transformers)
+
+        try:
+            settings = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise MtbertError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(settings, dict):
+        raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
+    return settings
+
+
+def _kind_name(kind: object) -> str:
+    return "true or false" if kind is bool else "a single value"
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
