@@ -1,7 +1,11 @@
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from mtbert import encode
+from mtbert.cli import main
 from mtbert.embedding import mean_pool
 from mtbert.encoder import default_checkpoint
 
@@ -29,3 +33,22 @@ def test_encode_keeps_input_order_and_accepts_a_folder(tiny_checkpoint) -> None:
 def test_mean_pool_ignores_padding() -> None:
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
+
+
+def test_encode_command_reads_arguments_or_a_file(tiny_checkpoint, tmp_path, capsys) -> None:
+    sentences = ["the film is great", "dull", "a movie"]
+    main(["encode", "--model", str(tiny_checkpoint), *sentences])
+    from_args = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n\n")  # blank lines are skipped
+    main(["encode", "--model", str(tiny_checkpoint), "--input", str(tmp_path / "s.txt")])
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == from_args
+    assert len(from_args) == 3 and len(from_args[0]) == 32  # TINY's hidden size
+    bad = {
+        "as arguments or with --input": ["encode"],
+        "one of the two": ["encode", "x", "--input", "f"],
+        "none.txt: no such file": ["encode", "--input", str(tmp_path / "none.txt")],
+    }
+    for message, argv in bad.items():
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(pr, "precision")
 
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
-    en.add_argument("sentences", nargs="+", help="sentences to embed")
+    en.add_argument("sentences", nargs="*", help="sentences to embed")
+    en.add_argument("--input", help="a text file of sentences to embed, one per line (- reads stdin)")
     en.add_argument("--model", default=None, help="BERT checkpoint folder (default: packaged MiniLM)")
 
     data = sub.add_parser("data", help="data set commands").add_subparsers(dest="data_command", required=True)
@@ -190,7 +191,15 @@ def _read_text(path: Path) -> str:
 def run_encode(args: argparse.Namespace) -> None:
     from mtbert.embedding import encode
 
-    for vector in encode(args.sentences, model=args.model, progress=True):
+    if bool(args.sentences) == (args.input is not None):
+        raise MtbertError("give the sentences to embed as arguments or with --input FILE (one of the two)")
+    sentences = args.sentences
+    if args.input is not None:
+        text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
+        sentences = [line.strip() for line in text.splitlines() if line.strip()]
+        if not sentences:
+            raise MtbertError(f"{args.input}: no sentences to embed")
+    for vector in encode(sentences, model=args.model, progress=True):
         print(json.dumps([round(x, 6) for x in vector.tolist()]))
 
 
