@@ -102,7 +102,7 @@ def test_a_saved_models_config_reproduces_its_run(tmp_path) -> None:
         ("a.yaml", "precision: fp16\n", r"a.yaml: precision: invalid choice: 'fp16'"),
         ("a.yaml", "epochs: many\n", r"a.yaml: epochs: invalid int value: 'many'"),
         ("a.yaml", "use_gpu: 1\n", r"a.yaml: use_gpu: expected true or false, got 1"),
-        ("a.yaml", "lr: [1, 2]\n", r"a.yaml: lr: expected a single value"),
+        ("a.yaml", "lr: [1, 2]\n", r"a.yaml: lr: expected a value of --lr, got \[1, 2\]"),
         ("a.yaml", "lr: 1\n  epochs: 2\n", r"a.yaml:2: not valid YAML"),
         ("a.yaml", "- lr\n", r"a.yaml: expected a mapping of settings"),
         ("a.json", '{"lr": 1,}', r"a.json:1: not valid JSON"),

@@ -224,8 +224,7 @@ def config_file_flags(path: str | Path) -> list[str]:
     settings = _parse_mapping(path, text)
     if isinstance(settings.get("config"), dict) and "encoder" in settings:  # a saved model's mtbert.json
         settings = settings["config"]
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    unknown = sorted(set(settings) - set(fields))
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
     if unknown:
         raise MtbertError(
             f"{path}: unknown setting(s) {', '.join(map(str, unknown))}; the settings are the flags of "
@@ -239,11 +238,13 @@ def config_file_flags(path: str | Path) -> list[str]:
     for name, value in settings.items():
         if value is None:
             continue
-        if kinds[name] is bool or isinstance(value, bool | dict | list):
-            if kinds[name] is not bool or not isinstance(value, bool):
-                raise MtbertError(f"{path}: {name}: expected {_kind_name(kinds[name])}, got {value!r}")
+        if kinds[name] is bool:
+            if not isinstance(value, bool):
+                raise MtbertError(f"{path}: {name}: expected true or false, got {value!r}")
             flags.append(f"--{name}" if value else f"--no-{name}")
             continue
+        if isinstance(value, bool | dict | list):
+            raise MtbertError(f"{path}: {name}: expected a value of --{name}, got {value!r}")
         try:
             checker.parse_args([f"--{name}", str(value)])
         except argparse.ArgumentError as e:
@@ -271,10 +272,6 @@ def _parse_mapping(path: Path, text: str) -> dict:
     if not isinstance(settings, dict):
         raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
     return settings
-
-
-def _kind_name(kind: object) -> str:
-    return "true or false" if kind is bool else "a single value"
 
 
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:

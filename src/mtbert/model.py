@@ -84,25 +84,24 @@ class MultitaskModel(nn.Module):
         `progress`: a progress bar of the sentences encoded (on stderr, removed when done)."""
         passes = self.passes([len(s) for s in sentences])
         graphs, pass_by_pass = self.torch_compile == "cudagraphs", not torch.is_grad_enabled()
-        bar = tqdm(total=len(sentences), desc="encoding", unit="sentence", disable=not progress, leave=False)
         pooled = []
-        for n, rows in enumerate(passes):
-            if graphs and (n == 0 or pass_by_pass):
-                # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
-                torch.compiler.cudagraph_mark_step_begin()
-            seqs = [sentences[i] for i in rows]
-            if self.fixed_rows:
-                seqs += [[self.pad_id]] * (self.fixed_rows - len(seqs))
-            length = None
-            if self.length_multiple > 1:
-                length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
-                length = min(length, self.encoder.config.max_position_embeddings)
-            hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
-            pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
-            if graphs and pass_by_pass:
-                pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
-            bar.update(len(rows))
-        bar.close()
+        with tqdm(total=len(sentences), desc="encoding", unit="sentence", disable=not progress, leave=False) as bar:
+            for n, rows in enumerate(passes):
+                if graphs and (n == 0 or pass_by_pass):
+                    # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
+                    torch.compiler.cudagraph_mark_step_begin()
+                seqs = [sentences[i] for i in rows]
+                if self.fixed_rows:
+                    seqs += [[self.pad_id]] * (self.fixed_rows - len(seqs))
+                length = None
+                if self.length_multiple > 1:
+                    length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
+                    length = min(length, self.encoder.config.max_position_embeddings)
+                hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
+                pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
+                if graphs and pass_by_pass:
+                    pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
+                bar.update(len(rows))
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
