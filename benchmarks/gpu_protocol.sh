@@ -24,7 +24,8 @@ check() {  # check NAME SECONDS COMMAND...: runs COMMAND in $work, log in $out/N
     if ((deadline - SECONDS < 10)); then echo "=== $name: skipped, out of time"; return; fi
     (cd "$work" && timeout "$limit" "$@") >"$out/$name.log" 2>&1
     echo "=== $name: exit $? after $((SECONDS - start)) s"
-    grep -v '^\s*$' "$out/$name.log" | grep -v 'it/s\]\|s/it\]\|step/s\]' | tail -n "${TAIL:-4}"
+    # progress bars redraw with carriage returns: one line per redraw, and those lines left out
+    tr '\r' '\n' <"$out/$name.log" | grep -v '^\s*$' | grep -v 'it/s\]\|s/it\]\|step/s\]\|step\]$' | tail -n "${TAIL:-4}"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

@@ -1,5 +1,8 @@
 """The multitask model's one encoder pass: length-sorted chunks give the same embeddings as one padded batch."""
 
+import io
+import sys
+
 import pytest
 import torch
 
@@ -31,16 +34,21 @@ def test_chunked_embeddings_equal_one_padded_pass(chunk_tokens: int) -> None:
     torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_progress_bar_over_the_sentences_changes_nothing(capsys) -> None:
+def test_progress_bar_over_the_sentences_changes_nothing(monkeypatch) -> None:
+    class Terminal(io.StringIO):  # the bar shows on a terminal only, not in a log file
+        def isatty(self) -> bool:
+            return True
+
     torch.manual_seed(0)
     model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
     sentences = [[5] * n for n in range(1, 30)]
     model.chunk_tokens = 40
-    quiet = model.embed(sentences)
-    assert capsys.readouterr().err == ""
-    torch.testing.assert_close(model.embed(sentences, progress=True), quiet)
-    err = capsys.readouterr().err
-    assert "encoding" in err and "/29 " in err  # total: all sentences of all passes
+    log, terminal = io.StringIO(), Terminal()
+    for stderr in (log, terminal):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        torch.testing.assert_close(model.embed(sentences, progress=True), model.embed(sentences))
+    assert log.getvalue() == ""
+    assert "encoding" in terminal.getvalue() and "/29 " in terminal.getvalue()  # total: the sentences of all passes
 
 
 @pytest.mark.parametrize("fixed_rows", [None, 5])

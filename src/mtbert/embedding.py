@@ -37,14 +37,16 @@ def encode(
     """Embeds sentences as unit vectors, (N, H) float32; `model` is a checkpoint folder (None: packaged MiniLM).
 
     Sentences are sorted by length before batching so that each batch pads little; the output keeps input order.
-    `progress`: a progress bar of the sentences encoded (on stderr, removed when done).
+    `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder, tokenizer = _load(None if model is None else str(model), device)
     ids = tokenizer.encode_ids(list(sentences))
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = torch.empty(len(ids), encoder.config.hidden_size)
-    with tqdm(total=len(order), desc="encoding", unit="sentence", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(order), desc="encoding", unit="sentence", disable=None if progress else True, leave=False
+    ) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             hidden, mask = encoder.encode_padded([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T, H), (B, T)

@@ -81,11 +81,13 @@ class MultitaskModel(nn.Module):
 
     def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order.
-        `progress`: a progress bar of the sentences encoded (on stderr, removed when done)."""
+        `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done)."""
         passes = self.passes([len(s) for s in sentences])
         graphs, pass_by_pass = self.torch_compile == "cudagraphs", not torch.is_grad_enabled()
         pooled = []
-        with tqdm(total=len(sentences), desc="encoding", unit="sentence", disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=len(sentences), desc="encoding", unit="sentence", disable=None if progress else True, leave=False
+        ) as bar:
             for n, rows in enumerate(passes):
                 if graphs and (n == 0 or pass_by_pass):
                     # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
