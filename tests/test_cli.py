@@ -1,9 +1,11 @@
+import re
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError
 
 import pytest
 
-from mtbert.cli import build_parser, format_table, main, train_parser
+from mtbert.cli import build_parser, format_table, main, package_version, train_parser
 from mtbert.config import Config, config_from_args
 
 from .conftest import REPO
@@ -44,6 +46,19 @@ def test_help_lists_the_subcommands() -> None:
     out = subprocess.run([sys.executable, "-m", "mtbert", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("train", "evaluate", "predict", "encode", "data"):
         assert command in out
+    version = subprocess.run([sys.executable, "-m", "mtbert", "--version"], capture_output=True, text=True, check=True)
+    assert re.fullmatch(r"mtbert \d+\.\d+\.\d+\n", version.stdout)
+
+
+def test_version_of_a_source_tree_without_install(monkeypatch) -> None:
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("mtbert.cli.version", not_installed)
+    assert package_version() == "(not installed: run from a source tree)"
+    with pytest.raises(SystemExit) as e:  # the parser still builds, and --version says so
+        build_parser().parse_args(["--version"])
+    assert e.value.code == 0
 
 
 def test_multitask_classifier_script_parses_the_original_flags() -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from mtbert.config import Config, add_config_argument, add_config_arguments, config_file_flags, config_from_args
@@ -26,6 +27,7 @@ def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtbert", description=__doc__.split(":")[0] + ".")
+    parser.add_argument("--version", action="version", version=f"mtbert {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     add_config_arguments(
@@ -62,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--source", default=None, help="URL or folder to fetch from (default: the course's GitHub)")
     fetch.add_argument("--dest", default="data", help="folder to write to")
     return parser
+
+
+def package_version() -> str:
+    """The installed package's version; a source tree run with PYTHONPATH=src (the GPU machine) has none."""
+    try:
+        return version("mtbert")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
 
 
 def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> None:
