@@ -17,6 +17,7 @@ import json
 import torch
 from train_speed import measure, setup
 
+from mtbert.config import add_config_argument
 from mtbert.encoder import tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--hess_interval", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--checkpoint", help="BERT checkpoint folder (default: packaged MiniLM)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="as in training")
+    add_config_argument(parser, "precision")  # the training flag itself
     args = parser.parse_args()
     args.model = "minilm"
     # warm up for one interval; the timed steps then start on a refresh step, as the first step of a run does

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from mtbert.config import Config
+from mtbert.config import Config, add_config_argument
 from mtbert.data import MultitaskSampler
 from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, tune_kernels
 from mtbert.model import MultitaskModel
@@ -182,11 +182,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="ours, as in training")
-    parser.add_argument("--chunk_tokens", type=int, help="ours: tokens per encoder pass (default: as in training)")
-    parser.add_argument(
-        "--torch_compile", default="off", choices=("off", "on", "cudagraphs"), help="ours, as in training"
-    )
+    for setting in ("precision", "chunk_tokens", "torch_compile"):  # ours: the training flags themselves
+        add_config_argument(parser, setting)
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
     args = parser.parse_args()

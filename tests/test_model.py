@@ -65,7 +65,9 @@ def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows:
     expected = model.pool(model.encoder(ids, mask), mask)
     shapes = []
     model.encoder.register_forward_hook(lambda module, args, out: shapes.append((*args[0].shape, args[1] is not None)))
-    model.chunk_tokens, model.length_multiple, model.fixed_rows = 200, 16, fixed_rows
+    # the pass settings that set_passes makes, without compiling
+    model.chunk_tokens, model.step_sentences = 200, fixed_rows or 0
+    model.torch_compile = "cudagraphs" if fixed_rows else "on"
     torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
     assert all(with_mask for _, _, with_mask in shapes)
     assert {length for _, length, _ in shapes} <= {16, 32, 48, 64} and shapes[-1][1] == 64  # 64 positions in TINY

@@ -29,12 +29,21 @@ class MultitaskModel(nn.Module):
         self.pad_id = pad_id
         self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
         self.torch_compile = "off"  # see set_passes
-        self.length_multiple = 1  # passes padded to a multiple of this many tokens (> 1: and always with a mask)
-        self.fixed_rows: int | None = None  # sentences per pass, for passes of few shapes (CUDA graphs)
+        self.step_sentences = 0  # the sentences of one training step (see set_passes)
 
     @property
     def device(self) -> torch.device:
         return self.pool.proj.weight.device
+
+    @property
+    def length_multiple(self) -> int:
+        """Passes are padded to a multiple of this many tokens; above 1 (compiled) they always get a mask."""
+        return LENGTH_MULTIPLE if self.torch_compile != "off" else 1
+
+    @property
+    def fixed_rows(self) -> int | None:
+        """Sentences per pass for CUDA graphs, which are recorded per shape: those of one training step."""
+        return self.step_sentences if self.torch_compile == "cudagraphs" else None
 
     def token_budget(self) -> int:
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
@@ -49,13 +58,9 @@ class MultitaskModel(nn.Module):
         encoder's graph only once (PyTorch 2.11's CUDA graph trees fail when a compiled function is called again
         within a step while its graphs are being recorded): with cudagraphs every pass holds `step_sentences`,
         the sentences of one training step, one-token fillers completing it, whatever --chunk_tokens says."""
-        self.chunk_tokens = chunk_tokens
-        self.torch_compile = torch_compile
+        self.chunk_tokens, self.torch_compile, self.step_sentences = chunk_tokens, torch_compile, step_sentences
         if torch_compile == "off":
             return
-        self.length_multiple = LENGTH_MULTIPLE
-        if torch_compile == "cudagraphs":
-            self.fixed_rows = step_sentences
         mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
         # In place (parameter names unchanged): LayerNorm, dropout, residual adds, GELU and the bf16 casts become a
         # few fused kernels, forward and backward, and a pass launches them from one compiled function instead of

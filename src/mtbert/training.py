@@ -260,6 +260,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
     net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
     writer = open_tensorboard(cfg, run, resumed=saved is not None) if ddp.is_main else None
     save_to = Path(cfg.save_dir) / run_name(cfg)
+    loss_weights = cfg.loss_weights
     while run.epoch < cfg.epochs:
         model.train()
         started = time.perf_counter()
@@ -269,7 +270,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
                    unit="step", disable=not ddp.is_main)  # fmt: skip
         for rows in bar:
             rows, shares = ddp.shard(rows)
-            weights = {t: cfg.loss_weights[t] * share for t, share in shares.items()}
+            weights = {t: loss_weights[t] * share for t, share in shares.items()}
             losses = train_step(net, model, optimizer, train_data, rows, weights, cfg.clip, ddp.device, cfg.precision)
             loss_sum += sum(losses.values())
             if per_step_scheduler:
