@@ -1,7 +1,8 @@
 """Our training step against the plain Hugging Face loop a user would write, on the same data, model and batches.
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
-        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--torch_compile off|on|cudagraphs]
+        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--no-unpad]
+        [--torch_compile off|on|cudagraphs]
         [--profile]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
@@ -54,7 +55,7 @@ def setup(args: argparse.Namespace):
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    model.set_passes(args.chunk_tokens, args.torch_compile, sentences_per_step(cfg.tasks, args.batch_size))
+    model.set_passes(args.chunk_tokens, args.torch_compile, sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
     tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
 
@@ -182,7 +183,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
-    for setting in ("precision", "chunk_tokens", "torch_compile"):  # ours: the training flags themselves
+    for setting in ("precision", "chunk_tokens", "unpad", "torch_compile"):  # ours: the training flags themselves
         add_config_argument(parser, setting)
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "sophia_speed.py": (["--steps", "1", "--hess_interval", "1", "--batch_size", "4"], "sophiah_time_ratio"),
     "same_results.py": (["--epochs", "1", "--samples_per_epoch", "8", "--batch_size", "4"], "plain"),
     "encode_speed.py": (["--n", "40"], "ratio"),
+    "padding.py": (["--steps", "2", "--batch_size", "4"], "cudagraphs_unpadded"),
     "encoder_speed.py": (["--steps", "1", "--warmup", "1", "--batch_size", "4", "--seq_len", "16"], "train_ratio"),
 }
 

@@ -15,15 +15,17 @@ from mtbert.training import train
 from .test_training import cfg  # noqa: F401  (the tiny model on the toy data)
 
 
-def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize("unpad", [False, True])
+def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: bool) -> None:  # noqa: F811
     """Two epochs with and without --torch_compile: the same losses and dev metrics (float32, no dropout: compiled
     kernels draw other random numbers). Per compiled module one graph for training and one for evaluation, not
     one per shape, and none again for the reloaded best model's test predictions. SophiaH's Hessian
-    refresh, which differentiates twice, runs those steps eagerly."""
+    refresh, which differentiates twice, runs those steps eagerly. The same with --unpad, whose token count per pass
+    is one more symbol of the graphs."""
     folder = shutil.copytree(cfg.model, tmp_path / "no-attention-dropout")
     hf_config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**hf_config, "attention_probs_dropout_prob": 0.0}))
-    short = replace(cfg, model=str(folder), epochs=2)
+    short = replace(cfg, model=str(folder), epochs=2, unpad=unpad)
     eager, compiled = [], []
     train(short, report=eager.append)
     torch._dynamo.reset()

@@ -6,6 +6,7 @@ import torch
 
 from mtbert.encoder import BertEncoder, EncoderConfig, convert_hf_state_dict
 from mtbert.errors import MtbertError
+from mtbert.tokenizer import token_index
 
 from .conftest import TINY
 
@@ -52,6 +53,46 @@ def test_extra_embeddings_are_added_to_the_input(tiny: BertEncoder) -> None:
     zero = torch.zeros(13, 7, 32)
     torch.testing.assert_close(tiny(ids, mask, extra_embeddings=zero), tiny(ids, mask))
     assert not torch.allclose(tiny(ids, mask, extra_embeddings=torch.ones(13, 7, 32)), tiny(ids, mask))
+
+
+def test_token_index_lists_the_real_tokens_and_fillers_up_to_a_multiple() -> None:
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]]).numpy()
+    assert token_index(mask).tolist() == [0, 1, 2, 4, 8, 9]
+    assert token_index(mask, 4).tolist() == [0, 1, 2, 3, 4, 5, 8, 9]  # two fillers: the first padding positions
+    assert token_index(mask, 5).tolist() == list(range(10))  # rounded up to 10, all 12 positions are capped
+    assert token_index(mask, 100).tolist() == list(range(12))
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 1000])
+def test_unpadded_tokens_give_the_states_and_gradients_of_the_padded_batch(multiple: int) -> None:
+    """Encoding the real tokens alone (and fillers up to a multiple) gives the padded batch's states of the real
+    tokens, zeros at the padding left out, and the same gradients (dropout off)."""
+    torch.manual_seed(0)
+    encoder = BertEncoder(EncoderConfig(**{**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    ids, mask = batch()
+    extra = torch.randn(13, 7, 32)
+    tokens = token_index(mask.numpy(), multiple)
+    real = mask.bool()
+    states, grads = [], []
+    for kwargs in ({}, {"tokens": tokens}):
+        encoder.zero_grad()
+        hidden = encoder(ids, mask, extra_embeddings=extra, **kwargs)
+        (hidden * real[..., None]).pow(2).sum().backward()
+        states.append(hidden)
+        grads.append({name: p.grad.clone() for name, p in encoder.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(states[1][real], states[0][real], atol=1e-5, rtol=1e-5)
+    skipped = torch.ones(13 * 7, dtype=torch.bool)
+    skipped[tokens] = False
+    assert skipped.sum() == 13 * 7 - len(tokens) and not states[1].flatten(0, 1)[skipped].any()
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_unpadded_tokens_need_the_mask(tiny: BertEncoder) -> None:
+    ids, mask = batch()
+    with pytest.raises(ValueError, match="attention_mask"):
+        tiny(ids, tokens=token_index(mask.numpy()))
 
 
 def test_gradients_reach_every_parameter(tiny: BertEncoder) -> None:

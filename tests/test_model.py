@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import mtbert.model
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.model import MultitaskModel
 from mtbert.tokenizer import pad_batch
@@ -51,11 +52,15 @@ def test_progress_bar_over_the_sentences_changes_nothing(monkeypatch) -> None:
     assert "encoding" in terminal.getvalue() and "/29 " in terminal.getvalue()  # total: the sentences of all passes
 
 
+@pytest.mark.parametrize("unpad", [False, True])
 @pytest.mark.parametrize("fixed_rows", [None, 5])
-def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows: int | None) -> None:
+def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(
+    fixed_rows: int | None, unpad: bool, monkeypatch
+) -> None:
     """The pass shapes of a compiled encoder (set_passes): lengths padded to a multiple of 16 (capped at the position
     table) and always a mask; for CUDA graphs also a fixed number of sentences, one-token fillers completing the
-    last pass. The embeddings are those of one padded batch."""
+    last pass, and with --unpad a multiple of TOKEN_MULTIPLE tokens. The embeddings are those of one padded batch."""
+    monkeypatch.setattr(mtbert.model, "TOKEN_MULTIPLE", 32)
     torch.manual_seed(0)
     model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
     g = torch.Generator().manual_seed(2)
@@ -63,10 +68,16 @@ def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows:
     sentences = [torch.randint(5, TINY["vocab_size"], (n,), generator=g).tolist() for n in lengths]
     ids, mask = pad_batch(sentences, 0)
     expected = model.pool(model.encoder(ids, mask), mask)
-    shapes = []
-    model.encoder.register_forward_hook(lambda module, args, out: shapes.append((*args[0].shape, args[1] is not None)))
+    shapes, tokens = [], []  # per pass: (rows, length, with a mask), and (tokens encoded, real tokens)
+
+    def hook(module, args, kwargs, out) -> None:
+        shapes.append((*args[0].shape, args[1] is not None))
+        index = kwargs["tokens"]
+        tokens.append((len(index) if index is not None else None, int(args[1].sum())))
+
+    model.encoder.register_forward_hook(hook, with_kwargs=True)
     # the pass settings that set_passes makes, without compiling
-    model.chunk_tokens, model.step_sentences = 200, fixed_rows or 0
+    model.chunk_tokens, model.step_sentences, model.unpad = 200, fixed_rows or 0, unpad
     model.torch_compile = "cudagraphs" if fixed_rows else "on"
     torch.testing.assert_close(model.embed(sentences), expected, atol=1e-5, rtol=1e-5)
     assert all(with_mask for _, _, with_mask in shapes)
@@ -76,3 +87,10 @@ def test_compiled_pass_shapes_give_the_embeddings_of_one_padded_pass(fixed_rows:
     else:
         rows = [rows for rows, _, _ in shapes]
         assert sum(rows) == 23 and len(set(rows)) > 1  # the token budget cuts passes of fewer, longer sentences
+    for (rows, length, _), (n, n_real) in zip(shapes, tokens, strict=True):
+        if not unpad:
+            assert n is None
+        elif fixed_rows:  # CUDA graphs: real tokens and fillers, a multiple of TOKEN_MULTIPLE or the whole pass
+            assert n == min(-(-n_real // 32) * 32, rows * length)
+        else:
+            assert n == n_real

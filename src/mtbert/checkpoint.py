@@ -115,7 +115,7 @@ def load_training_state(folder: str | Path) -> dict | None:
 
 
 # Config fields a resumed run may change; any other difference from the saved run's config is an error.
-RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "torch_compile"}
+RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad", "torch_compile"}
 
 
 def restore(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtbert.errors import MtbertError
-from mtbert.tokenizer import pad_batch
+from mtbert.tokenizer import pad_batch, token_index
 
 # Hugging Face `hidden_act` names -> the `approximate` argument of F.gelu.
 _GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -51,6 +51,11 @@ class EncoderConfig:
         return asdict(self)
 
 
+def pad_tokens(x: torch.Tensor, tokens: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """(N, C) -> (B, T, C): the N token states in their places `tokens` (N,) of the flattened batch, zeros elsewhere."""
+    return x.new_zeros(B * T, x.shape[-1]).index_copy(0, tokens, x).view(B, T, -1)
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -61,10 +66,14 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(
-        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, extra: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        extra: torch.Tensor | None,
     ) -> torch.Tensor:
-        T = input_ids.shape[1]
-        x = self.word(input_ids) + self.position.weight[:T] + self.token_type(token_type_ids)  # (B, T, H)
+        """input_ids, token_type_ids: (B, T) and position_ids (T,); or all three (N,), for N unpadded tokens."""
+        x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)  # (B, T, H) | (N, H)
         if extra is not None:  # e.g. POS/NER tag embeddings, added like the other input embeddings
             x = x + extra
         return self.dropout(self.norm(x))
@@ -81,22 +90,23 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(H, H)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        B, T, H = x.shape
-        D = H // self.n_heads
-
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, T, self.n_heads, D).transpose(1, 2)  # (B, nh, T, D)
-
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, T, H); or (N, H), the unpadded tokens at `tokens` (N,) of the (B, T) batch whose key mask is
+        `mask` (B, 1, 1, T): these attend in their padded places."""
+        # Q, K and V from one matrix product: (..., 3H)
+        weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
+        qkv = F.linear(x, weight, torch.cat((self.q.bias, self.k.bias, self.v.bias)))
+        if tokens is not None:
+            qkv = pad_tokens(qkv, tokens, mask.shape[0], mask.shape[-1])
+        B, T, H3 = qkv.shape
+        D = H3 // 3 // self.n_heads
+        q, k, v = qkv.view(B, T, 3, self.n_heads, D).permute(2, 0, 3, 1, 4)  # each (B, nh, T, D)
         # mask: (B, 1, 1, T), True where a key is a real token; softmax(QK^T / sqrt(D)) V per head.
         y = F.scaled_dot_product_attention(
-            heads(self.q(x)),
-            heads(self.k(x)),
-            heads(self.v(x)),
-            attn_mask=mask,
-            dropout_p=self.dropout_p if self.training else 0.0,
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, T, D)
-        return self.out(y.transpose(1, 2).reshape(B, T, H))
+        y = y.transpose(1, 2).reshape(B, T, H3 // 3)
+        return self.out(y.flatten(0, 1).index_select(0, tokens) if tokens is not None else y)
 
 
 class FeedForward(nn.Module):
@@ -121,8 +131,8 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask, tokens)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -151,31 +161,50 @@ class BertEncoder(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         extra_embeddings: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """input_ids, attention_mask, token_type_ids: (B, T); extra_embeddings: (B, T, H). Returns (B, T, H)."""
+        """input_ids, attention_mask, token_type_ids: (B, T); extra_embeddings: (B, T, H). Returns (B, T, H).
+
+        tokens (N,): the positions of the real tokens in the flattened (B, T) batch, ascending (see token_index),
+        with attention_mask. The embeddings, linear layers, norms and dropout then run on these N tokens alone,
+        and attention in the padded batch; positions of the output not in `tokens` are zeros."""
+        B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # (B, 1, 1, T), True where a key is a real token. Callers pass no mask for a batch without padding (see
         # encode_padded), which lets SDPA pick its fastest kernel; checking the mask here would wait for the GPU.
         mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
-        x = self.emb(input_ids, token_type_ids, extra_embeddings)
+        positions = torch.arange(T, device=input_ids.device)  # (T,)
+        if tokens is not None:
+            if mask is None:
+                raise ValueError("tokens needs the attention_mask of the padded batch")
+
+            def take(t: torch.Tensor) -> torch.Tensor:  # (B, T, ...) -> (N, ...)
+                return t.flatten(0, 1).index_select(0, tokens)
+
+            input_ids, token_type_ids, positions = take(input_ids), take(token_type_ids), tokens % T
+            extra_embeddings = take(extra_embeddings) if extra_embeddings is not None else None
+        x = self.emb(input_ids, positions, token_type_ids, extra_embeddings)  # (B, T, H) | (N, H)
         for layer in self.layers:
-            x = layer(x, mask)
-        return x
+            x = layer(x, mask, tokens)
+        return pad_tokens(x, tokens, B, T) if tokens is not None else x
 
     def encode_padded(
-        self, seqs: list[list[int]], pad_id: int, length: int | None = None
+        self, seqs: list[list[int]], pad_id: int, length: int | None = None, unpad: bool = False, multiple: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pads token-id lists to the longest (or to `length`) and encodes them on the encoder's device: returns the
         hidden states (B, T, H) and the attention mask (B, T). Whether the batch has padding is decided here from
         the lengths, on the host, so that an unpadded batch runs without a mask and nothing waits for the GPU; a
-        batch padded to a given `length` always has one, so that a compiled encoder sees one kind of input."""
+        batch padded to a given `length` always has one, so that a compiled encoder sees one kind of input.
+        `unpad`: a padded batch is encoded as its real tokens alone (see forward), their count rounded up to a
+        `multiple` with padding positions (see token_index)."""
         lengths = [len(s) for s in seqs]
         ids, mask = pad_batch(seqs, pad_id, length)
         device = self.emb.word.weight.device
-        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         padded = length is not None or min(lengths) < max(lengths)
-        return self(ids, mask if padded else None), mask
+        tokens = token_index(mask.numpy(), multiple).to(device, non_blocking=True) if unpad and padded else None
+        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        return self(ids, mask if padded else None, tokens=tokens), mask
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

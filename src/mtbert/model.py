@@ -17,6 +17,8 @@ CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
 # A compiled encoder (--torch_compile) gets every pass with a mask and its length padded to a multiple of this, so
 # that the CUDA graphs it records are few.
 LENGTH_MULTIPLE = 16
+# With CUDA graphs, the unpadded tokens of a pass (--unpad) are padded to a multiple of this many, for the same reason.
+TOKEN_MULTIPLE = 1024
 
 
 class MultitaskModel(nn.Module):
@@ -30,6 +32,7 @@ class MultitaskModel(nn.Module):
         self.chunk_tokens: int | None = None  # None: CHUNK_TOKENS of the device the model is on
         self.torch_compile = "off"  # see set_passes
         self.step_sentences = 0  # the sentences of one training step (see set_passes)
+        self.unpad = False  # see set_passes
 
     @property
     def device(self) -> torch.device:
@@ -45,12 +48,20 @@ class MultitaskModel(nn.Module):
         """Sentences per pass for CUDA graphs, which are recorded per shape: those of one training step."""
         return self.step_sentences if self.torch_compile == "cudagraphs" else None
 
+    @property
+    def token_multiple(self) -> int:
+        """Unpadded passes hold a multiple of this many tokens (fillers from the padding), for CUDA graphs."""
+        return TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" else 1
+
     def token_budget(self) -> int:
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(self, chunk_tokens: int | None, torch_compile: str, step_sentences: int) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs).
+    def set_passes(self, chunk_tokens: int | None, torch_compile: str, step_sentences: int, unpad: bool) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs, --unpad).
+
+        Unpadded, a pass's embeddings, linear layers, norms and dropout run on its real tokens alone, and only
+        attention sees the sentences padded (see BertEncoder.forward).
 
         Compiled, the encoder and the pooling are two graphs each (training, inference) that trace batch size and
         length as symbols, so passes of any shape share them; passes are padded to a multiple of LENGTH_MULTIPLE
@@ -59,6 +70,7 @@ class MultitaskModel(nn.Module):
         within a step while its graphs are being recorded): with cudagraphs every pass holds `step_sentences`,
         the sentences of one training step, one-token fillers completing it, whatever --chunk_tokens says."""
         self.chunk_tokens, self.torch_compile, self.step_sentences = chunk_tokens, torch_compile, step_sentences
+        self.unpad = unpad
         if torch_compile == "off":
             return
         mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
@@ -84,6 +96,16 @@ class MultitaskModel(nn.Module):
             start = end
         return passes
 
+    def pass_batch(self, seqs: list[list[int]]) -> tuple[list[list[int]], int | None]:
+        """The sentences of one pass as encoded: with one-token fillers up to fixed_rows, and the length to pad them
+        to (None: the longest)."""
+        if self.fixed_rows:
+            seqs = seqs + [[self.pad_id]] * (self.fixed_rows - len(seqs))
+        if self.length_multiple == 1:
+            return seqs, None
+        length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
+        return seqs, min(length, self.encoder.config.max_position_embeddings)
+
     def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order.
         `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done)."""
@@ -97,14 +119,10 @@ class MultitaskModel(nn.Module):
                 if graphs and (n == 0 or pass_by_pass):
                     # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
                     torch.compiler.cudagraph_mark_step_begin()
-                seqs = [sentences[i] for i in rows]
-                if self.fixed_rows:
-                    seqs += [[self.pad_id]] * (self.fixed_rows - len(seqs))
-                length = None
-                if self.length_multiple > 1:
-                    length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
-                    length = min(length, self.encoder.config.max_position_embeddings)
-                hidden, mask = self.encoder.encode_padded(seqs, self.pad_id, length)  # (b, T, H), (b, T)
+                seqs, length = self.pass_batch([sentences[i] for i in rows])
+                hidden, mask = self.encoder.encode_padded(  # (b, T, H), (b, T)
+                    seqs, self.pad_id, length, self.unpad, self.token_multiple
+                )
                 pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
                 if graphs and pass_by_pass:
                     pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses

@@ -83,6 +83,18 @@ def pad_batch(seqs: list[list[int]], pad_id: int, length: int | None = None) -> 
     return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
 
+def token_index(mask: np.ndarray, multiple: int = 1) -> torch.Tensor:
+    """The positions of the real tokens in a flattened (B, T) attention mask, ascending (N,). With `multiple` > 1,
+    padding positions join them as fillers until N is a multiple of it (or all B * T positions), so that N takes
+    few values (for CUDA graphs, recorded per shape)."""
+    flat = mask.reshape(-1).astype(bool)
+    real = np.flatnonzero(flat)
+    n = min(-(-len(real) // multiple) * multiple, flat.size)
+    if n > len(real):
+        real = np.sort(np.concatenate([real, np.flatnonzero(~flat)[: n - len(real)]]))
+    return torch.from_numpy(real)
+
+
 def _read_json(file: Path) -> dict:
     if not file.is_file():
         return {}

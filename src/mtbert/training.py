@@ -316,7 +316,7 @@ def place_model(model: MultitaskModel, cfg: Config, device: torch.device, step_s
     """Moves the model to the run's device and sets how it encodes (--chunk_tokens, --torch_compile; see
     MultitaskModel.set_passes); --option pretrain freezes the encoder."""
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
     if cfg.torch_compile != "off":
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
                  "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
@@ -369,7 +369,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device,
     model, tokenizer, _ = load_model(best_folder)
     set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
