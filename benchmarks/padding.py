@@ -1,13 +1,13 @@
 """Token positions the encoder computes per real token in the passes of training steps, for each way of cutting them.
 
-    python benchmarks/padding.py [--data_dir data] [--batch_size 64] [--steps 40]
+    python benchmarks/padding.py [--data_dir data] [--batch_size 64] [--steps 40] [--checkpoint DIR]
 
 The settings: passes of up to 1,024 padded tokens (the CPU default), 16,384 (the CUDA default), one pass per step
 (40,960), and CUDA graphs (one pass of a fixed number of sentences, lengths padded to a multiple of 16); each padded
 and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs fillers up to
-a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's first steps, as
-in train_speed.py. Prints one JSON line: per setting, positions per real token for the linear layers and for
-attention, and passes per step. Needs the tokenizer and the data only (no model weights are read).
+a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's first steps,
+those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real token for the
+linear layers and for attention, and passes per step. Needs the tokenizer and the data only (no model weights).
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from mtbert.config import Config
-from mtbert.data import MultitaskSampler
+from train_speed import training_steps
+
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.model import MultitaskModel
 from mtbert.tasks import sentences_per_step
-from mtbert.tokenizer import Tokenizer, pad_batch, token_index
-from mtbert.training import read_task, task_file
+from mtbert.tokenizer import pass_inputs
 
 # setting -> (chunk_tokens, torch_compile); the pass shapes of each mode, without compiling anything
 SETTINGS = {
@@ -37,15 +36,10 @@ def main() -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--checkpoint", help="the tokenizer's checkpoint folder (default: packaged MiniLM)")
     args = parser.parse_args()
-    tokenizer = Tokenizer.from_pretrained()
-    tokenizer.set_max_length(128)
-    cfg = Config(data_dir=args.data_dir)
-    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, args.batch_size * args.steps, args.batch_size, 0)
-    steps = [
-        [s for t, index in rows.items() for column in data[t].rows(index) for s in column] for rows in sampler.epoch(0)
-    ]
+    cfg, data, batches = training_steps(args)
+    steps = [[s for t, index in rows.items() for column in data[t].rows(index) for s in column] for rows in batches]
     # a one-layer stand-in: only the pass shapes are used, and they depend on the position table alone
     model = MultitaskModel(
         BertEncoder(EncoderConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)),
@@ -62,10 +56,9 @@ def main() -> None:
             for sentences in steps:
                 for rows in model.passes([len(s) for s in sentences]):
                     seqs, length = model.pass_batch([sentences[i] for i in rows])
-                    mask = pad_batch(seqs, 0, length)[1].numpy()
-                    padded = length is not None or min(map(len, seqs)) < max(map(len, seqs))
-                    linear += len(token_index(mask, model.token_multiple)) if unpad and padded else mask.size
-                    attention += mask.size
+                    inputs = pass_inputs(seqs, model.pad_id, length, model.unpad, model.token_multiple)
+                    attention += inputs.mask.numel()
+                    linear += len(inputs.tokens) if inputs.tokens is not None else inputs.mask.numel()
                     passes += 1
             result[name + ("_unpadded" if unpad else "")] = {
                 "linear_per_real": round(linear / real, 2),

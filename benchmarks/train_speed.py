@@ -32,7 +32,7 @@ from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
 from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
-from mtbert.training import read_task, task_file, train_step
+from mtbert.training import TaskData, read_task, task_file, train_step
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
 BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -40,14 +40,19 @@ BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_h
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def setup(args: argparse.Namespace):
-    torch.manual_seed(0)
+def training_steps(args: argparse.Namespace) -> tuple[Config, dict[str, TaskData], list[dict]]:
+    """The training data, tokenized once, and the sampler's first args.steps batches (seed 0)."""
     tokenizer = Tokenizer.from_pretrained(args.checkpoint)
     tokenizer.set_max_length(128)
     cfg = Config(data_dir=args.data_dir)
     data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, args.batch_size * args.steps, args.batch_size, 0)
-    steps = list(sampler.epoch(0))
+    return cfg, data, list(sampler.epoch(0))
+
+
+def setup(args: argparse.Namespace):
+    torch.manual_seed(0)
+    cfg, data, steps = training_steps(args)
     encoder = BertEncoder.from_pretrained(args.checkpoint) if args.model == "minilm" else BertEncoder(BERT_BASE)
     return cfg, data, steps, encoder
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtbert.errors import MtbertError
-from mtbert.tokenizer import pad_batch, token_index
+from mtbert.tokenizer import pass_inputs
 
 # Hugging Face `hidden_act` names -> the `approximate` argument of F.gelu.
 _GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -68,12 +68,16 @@ class Embeddings(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
         token_type_ids: torch.Tensor,
         extra: torch.Tensor | None,
     ) -> torch.Tensor:
-        """input_ids, token_type_ids: (B, T) and position_ids (T,); or all three (N,), for N unpadded tokens."""
-        x = self.word(input_ids) + self.position(position_ids) + self.token_type(token_type_ids)  # (B, T, H) | (N, H)
+        """input_ids, token_type_ids: (B, T), position_ids None (0 .. T-1); or all three (N,), for N unpadded tokens."""
+        if position_ids is None:  # a slice of the table, (T, H): no lookup, forward or backward
+            positions = self.position.weight[: input_ids.shape[-1]]
+        else:
+            positions = self.position(position_ids)  # (N, H)
+        x = self.word(input_ids) + positions + self.token_type(token_type_ids)  # (B, T, H) | (N, H)
         if extra is not None:  # e.g. POS/NER tag embeddings, added like the other input embeddings
             x = x + extra
         return self.dropout(self.norm(x))
@@ -174,7 +178,7 @@ class BertEncoder(nn.Module):
         # (B, 1, 1, T), True where a key is a real token. Callers pass no mask for a batch without padding (see
         # encode_padded), which lets SDPA pick its fastest kernel; checking the mask here would wait for the GPU.
         mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
-        positions = torch.arange(T, device=input_ids.device)  # (T,)
+        positions = None
         if tokens is not None:
             if mask is None:
                 raise ValueError("tokens needs the attention_mask of the padded batch")
@@ -193,18 +197,14 @@ class BertEncoder(nn.Module):
         self, seqs: list[list[int]], pad_id: int, length: int | None = None, unpad: bool = False, multiple: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pads token-id lists to the longest (or to `length`) and encodes them on the encoder's device: returns the
-        hidden states (B, T, H) and the attention mask (B, T). Whether the batch has padding is decided here from
-        the lengths, on the host, so that an unpadded batch runs without a mask and nothing waits for the GPU; a
-        batch padded to a given `length` always has one, so that a compiled encoder sees one kind of input.
-        `unpad`: a padded batch is encoded as its real tokens alone (see forward), their count rounded up to a
-        `multiple` with padding positions (see token_index)."""
-        lengths = [len(s) for s in seqs]
-        ids, mask = pad_batch(seqs, pad_id, length)
+        hidden states (B, T, H) and the attention mask (B, T). A batch without padding runs without a mask, which
+        lets SDPA pick its fastest kernel; `unpad`: a padded batch is encoded as its real tokens alone (see
+        forward), their count rounded up to a `multiple` with padding positions (see pass_inputs)."""
+        inputs = pass_inputs(seqs, pad_id, length, unpad, multiple)
         device = self.emb.word.weight.device
-        padded = length is not None or min(lengths) < max(lengths)
-        tokens = token_index(mask.numpy(), multiple).to(device, non_blocking=True) if unpad and padded else None
-        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        return self(ids, mask if padded else None, tokens=tokens), mask
+        ids, mask = inputs.ids.to(device, non_blocking=True), inputs.mask.to(device, non_blocking=True)
+        tokens = inputs.tokens.to(device, non_blocking=True) if inputs.tokens is not None else None
+        return self(ids, mask if inputs.padded else None, tokens=tokens), mask
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -93,6 +94,28 @@ def token_index(mask: np.ndarray, multiple: int = 1) -> torch.Tensor:
     if n > len(real):
         real = np.sort(np.concatenate([real, np.flatnonzero(~flat)[: n - len(real)]]))
     return torch.from_numpy(real)
+
+
+class PassInputs(NamedTuple):
+    """One encoder pass as built on the host (see pass_inputs)."""
+
+    ids: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T)
+    padded: bool  # whether the encoder gets the mask
+    tokens: torch.Tensor | None  # (N,) the positions encoded unpadded (see token_index), or None: the whole pass
+
+
+def pass_inputs(
+    seqs: list[list[int]], pad_id: int, length: int | None = None, unpad: bool = False, multiple: int = 1
+) -> PassInputs:
+    """Pads a pass's token-id lists to the longest (or to `length`) and decides on the host, so that nothing waits
+    for the GPU, whether the encoder needs the mask: when the lengths differ, and always for a given `length`, so
+    that a compiled encoder sees one kind of input. `unpad`: a padded pass lists the positions to encode, their
+    count rounded up to a `multiple` (see token_index)."""
+    ids, mask = pad_batch(seqs, pad_id, length)
+    padded = length is not None or not mask.numpy().all()
+    tokens = token_index(mask.numpy(), multiple) if unpad and padded else None
+    return PassInputs(ids, mask, padded, tokens)
 
 
 def _read_json(file: Path) -> dict:
