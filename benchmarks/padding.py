@@ -7,13 +7,15 @@ The settings: passes of up to 1,024 padded tokens (the CPU default), 16,384 (the
 and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs fillers up to
 a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's first steps,
 those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real token for the
-linear layers and for attention, and passes per step. Needs the tokenizer and the data only (no model weights).
+linear layers and for attention, passes per step, and the host time to build a step's passes (milliseconds).
+Needs the tokenizer and the data only (no model weights).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
 from train_speed import training_steps
 
@@ -53,6 +55,7 @@ def main() -> None:
             model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad)
             model.torch_compile = mode  # the pass shapes of the mode, without compiling
             linear = attention = passes = 0
+            start = time.perf_counter()
             for sentences in steps:
                 for rows in model.passes([len(s) for s in sentences]):
                     seqs, length = model.pass_batch([sentences[i] for i in rows])
@@ -64,6 +67,7 @@ def main() -> None:
                 "linear_per_real": round(linear / real, 2),
                 "attention_per_real": round(attention / real, 2),
                 "passes_per_step": round(passes / len(steps), 2),
+                "host_ms_per_step": round(1000 * (time.perf_counter() - start) / len(steps), 2),
             }
     print(json.dumps(result))
 

@@ -171,8 +171,11 @@ def profile(step, steps: list[dict], args: argparse.Namespace) -> dict:
     averages = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     print(averages.table(sort_by=key, row_limit=25), file=sys.stderr)
-    busy = sum(getattr(e, key) for e in averages) / 1e6  # microseconds -> seconds
-    kernels = sum(e.count for e in averages if cuda and getattr(e, key) > 0 and e.device_type.name == "CUDA")
+    # on CUDA the device's own events (kernels, copies) only: a compiled graph's call also shows the time of the
+    # kernels it launched, which would count them twice
+    device_events = [e for e in averages if not cuda or (getattr(e, key) > 0 and e.device_type.name == "CUDA")]
+    busy = sum(getattr(e, key) for e in device_events) / 1e6  # microseconds -> seconds
+    kernels = sum(e.count for e in device_events)
     n = len(steps) - args.warmup
     return {"ms_per_step": round(1000 * seconds / n, 2), "busy_fraction": round(busy / seconds, 3),
             "device_kernels_per_step": kernels // n if cuda else None}  # fmt: skip
