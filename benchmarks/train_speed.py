@@ -171,9 +171,13 @@ def profile(step, steps: list[dict], args: argparse.Namespace) -> dict:
     averages = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     print(averages.table(sort_by=key, row_limit=25), file=sys.stderr)
-    # on CUDA the device's own events (kernels, copies) only: a compiled graph's call also shows the time of the
-    # kernels it launched, which would count them twice
-    device_events = [e for e in averages if not cuda or (getattr(e, key) > 0 and e.device_type.name == "CUDA")]
+    # on CUDA the device's own events (kernels, copies) only, as the table's total: a compiled graph's call is also
+    # a device event, a user annotation spanning the kernels it launched, which would count them twice
+    device_events = [
+        e
+        for e in averages
+        if not cuda or (getattr(e, key) > 0 and e.device_type.name == "CUDA" and not e.is_user_annotation)
+    ]
     busy = sum(getattr(e, key) for e in device_events) / 1e6  # microseconds -> seconds
     kernels = sum(e.count for e in device_events)
     n = len(steps) - args.warmup
