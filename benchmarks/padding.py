@@ -22,7 +22,6 @@ from train_speed import training_steps
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.model import MultitaskModel
 from mtbert.tasks import sentences_per_step
-from mtbert.tokenizer import pass_inputs
 
 # setting -> (chunk_tokens, torch_compile); the pass shapes of each mode, without compiling anything
 SETTINGS = {
@@ -58,8 +57,7 @@ def main() -> None:
             start = time.perf_counter()
             for sentences in steps:
                 for rows in model.passes([len(s) for s in sentences]):
-                    seqs, length = model.pass_batch([sentences[i] for i in rows])
-                    inputs = pass_inputs(seqs, model.pad_id, length, model.unpad, model.token_multiple)
+                    inputs = model.pass_inputs([sentences[i] for i in rows])
                     attention += inputs.mask.numel()
                     linear += len(inputs.tokens) if inputs.tokens is not None else inputs.mask.numel()
                     passes += 1

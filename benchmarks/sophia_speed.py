@@ -21,7 +21,7 @@ from mtbert.config import add_config_argument
 from mtbert.encoder import tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
-from mtbert.training import train_step
+from mtbert.step import train_step
 
 
 def run(name: str, args: argparse.Namespace) -> dict:

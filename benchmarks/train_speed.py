@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
         [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--no-unpad]
-        [--torch_compile off|on|cudagraphs]
+        [--torch_compile off|on|cudagraphs] [--graph_steps]
         [--profile]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
@@ -30,9 +30,10 @@ from mtbert.data import MultitaskSampler
 from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.optim import build_optimizer
+from mtbert.step import GraphSteps, train_step
 from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
-from mtbert.training import TaskData, read_task, task_file, train_step
+from mtbert.training import TaskData, read_task, task_file
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
 BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -60,12 +61,18 @@ def setup(args: argparse.Namespace):
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    model.set_passes(args.chunk_tokens, args.torch_compile, sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
+    step_sentences = sentences_per_step(cfg.tasks, args.batch_size)
+    model.set_passes(args.chunk_tokens, args.torch_compile, step_sentences, args.unpad, args.graph_steps)
     tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
+    weights = dict.fromkeys(cfg.tasks, 1.0)
+    graphs = GraphSteps(model, optimizer, weights, 0.25, args.precision) if args.graph_steps else None
 
     def step(rows: dict) -> None:
-        train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device, args.precision)
+        if graphs is not None:
+            graphs(data, rows)
+        else:
+            train_step(model, model, optimizer, data, rows, weights, 0.25, args.device, args.precision)
 
     if args.profile:
         return profile(step, steps, args)
@@ -195,7 +202,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
-    for setting in ("precision", "chunk_tokens", "unpad", "torch_compile"):  # ours: the training flags themselves
+    # ours: the training flags themselves
+    for setting in ("precision", "chunk_tokens", "unpad", "torch_compile", "graph_steps"):
         add_config_argument(parser, setting)
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")

@@ -2,27 +2,17 @@
 
 import json
 import re
-from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from mtbert.checkpoint import load_model, save_model
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.training import (
-    build_model,
-    evaluate,
-    read_task,
-    task_file,
-    train,
-    train_step,
-)
+from mtbert.training import build_model, evaluate, read_task, task_file, train
 
 
 def run_paths(folder: Path) -> dict[str, str]:
@@ -89,31 +79,6 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
     assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > 0.8
     model, _, _ = load_model(Path(cfg.save_dir) / "finetune-12-0.003-multitask")
     assert all(p.dtype == torch.float32 for p in model.parameters())
-
-
-def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
-    """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
-    losses the step returns."""
-    model, tokenizer = build_model(cfg)
-    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    rows = {t: np.arange(4) for t in cfg.tasks}
-
-    def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], nn.Module]:
-        copy = deepcopy(model)
-        optimizer = torch.optim.SGD(copy.parameters(), lr=0.1)
-        losses = train_step(copy, copy, optimizer, data, {t: rows[t] for t in tasks}, weights, 0.0, "cpu")
-        return losses, copy
-
-    _, without_sts = step(("sst", "para"), {"sst": 1.0, "para": 1.0})
-    _, zero_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 0.0})
-    for (name, a), b in zip(without_sts.named_parameters(), zero_sts.parameters(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
-    once, with_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 1.0})
-    twice, _ = step(("sst", "para", "sts"), {"sst": 2.0, "para": 2.0, "sts": 2.0})
-    for t in cfg.tasks:
-        torch.testing.assert_close(twice[t], 2 * once[t])
-    assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
-    assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
 
 
 def test_same_seed_same_numbers(cfg: Config) -> None:

@@ -12,11 +12,12 @@ import os
 import signal
 import sys
 
+import mtbert.step as step
 import mtbert.training as training
 from mtbert.config import Config
 
 if len(sys.argv) > 2:
-    kill_at, calls, compute_losses = int(sys.argv[2]), [0], training.compute_losses
+    kill_at, calls, compute_losses = int(sys.argv[2]), [0], step.compute_losses
 
     def killing_compute_losses(*args, **kwargs):
         calls[0] += 1
@@ -24,7 +25,7 @@ if len(sys.argv) > 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return compute_losses(*args, **kwargs)
 
-    training.compute_losses = killing_compute_losses
+    step.compute_losses = killing_compute_losses
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 history: list[dict] = []

@@ -85,6 +85,14 @@ class Config:
         "one per shape (CUDA only; elsewhere as on), with one pass per step (--chunk_tokens is then not used). "
         "For a GPU, whose small-encoder steps are bound by launching kernels; on a CPU compiling is slower",
     )
+    graph_steps: bool = opt(
+        False,
+        "record each shape of training step once as one CUDA graph (forward, backward, clipping and the AdamW "
+        "update) and replay it, so that the GPU does not wait for Python to launch a step's kernels one by one. A "
+        "step's sentences form one pass, padded to a multiple of 16 tokens (with --unpad: a multiple of 1,024 real "
+        "tokens); the first step of each shape runs eagerly. --optimizer adamw only, one process; with "
+        "--torch_compile on the recorded kernels are the compiled ones. Off CUDA the same steps run eagerly",
+    )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(
         "adamw", "adamw, or Sophia with the Gauss-Newton-Bartlett (sophiag) or Hutchinson (sophiah) Hessian estimate"
@@ -129,6 +137,10 @@ class Config:
     def __post_init__(self) -> None:
         if self.optimizer == "adamw" and self.rho is not None:
             raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
+        if self.graph_steps and self.optimizer != "adamw":
+            raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
+        if self.graph_steps and self.torch_compile == "cudagraphs":
+            raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
         if self.checkpoint is not None and self.model is not None:
             raise ValueError("--checkpoint and --model both name a starting point; give one")
         if self.save_every < 0:

@@ -200,11 +200,8 @@ class BertEncoder(nn.Module):
         hidden states (B, T, H) and the attention mask (B, T). A batch without padding runs without a mask, which
         lets SDPA pick its fastest kernel; `unpad`: a padded batch is encoded as its real tokens alone (see
         forward), their count rounded up to a `multiple` with padding positions (see pass_inputs)."""
-        inputs = pass_inputs(seqs, pad_id, length, unpad, multiple)
-        device = self.emb.word.weight.device
-        ids, mask = inputs.ids.to(device, non_blocking=True), inputs.mask.to(device, non_blocking=True)
-        tokens = inputs.tokens.to(device, non_blocking=True) if inputs.tokens is not None else None
-        return self(ids, mask if inputs.padded else None, tokens=tokens), mask
+        inputs = pass_inputs(seqs, pad_id, length, unpad, multiple).to(self.emb.word.weight.device)
+        return self(inputs.ids, inputs.mask if inputs.padded else None, tokens=inputs.tokens), inputs.mask
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

@@ -9,13 +9,14 @@ from tqdm import tqdm
 from mtbert.encoder import BertEncoder
 from mtbert.heads import AttentionPooling
 from mtbert.tasks import TASKS
+from mtbert.tokenizer import PassInputs, pass_inputs
 
 # Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens, so that
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
-# A compiled encoder (--torch_compile) gets every pass with a mask and its length padded to a multiple of this, so
-# that the CUDA graphs it records are few.
+# A compiled encoder (--torch_compile) or recorded steps (--graph_steps) get every pass with a mask and its length
+# padded to a multiple of this, so that the CUDA graphs recorded are few.
 LENGTH_MULTIPLE = 16
 # With CUDA graphs, the unpadded tokens of a pass (--unpad) are padded to a multiple of this many, for the same reason.
 TOKEN_MULTIPLE = 1024
@@ -33,6 +34,7 @@ class MultitaskModel(nn.Module):
         self.torch_compile = "off"  # see set_passes
         self.step_sentences = 0  # the sentences of one training step (see set_passes)
         self.unpad = False  # see set_passes
+        self.graph_steps = False  # see set_passes
 
     @property
     def device(self) -> torch.device:
@@ -40,8 +42,8 @@ class MultitaskModel(nn.Module):
 
     @property
     def length_multiple(self) -> int:
-        """Passes are padded to a multiple of this many tokens; above 1 (compiled) they always get a mask."""
-        return LENGTH_MULTIPLE if self.torch_compile != "off" else 1
+        """Passes are padded to a multiple of this many tokens; above 1 (compiled, recorded) they always get a mask."""
+        return LENGTH_MULTIPLE if self.torch_compile != "off" or self.graph_steps else 1
 
     @property
     def fixed_rows(self) -> int | None:
@@ -51,14 +53,17 @@ class MultitaskModel(nn.Module):
     @property
     def token_multiple(self) -> int:
         """Unpadded passes hold a multiple of this many tokens (fillers from the padding), for CUDA graphs."""
-        return TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" else 1
+        return TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" or self.graph_steps else 1
 
     def token_budget(self) -> int:
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(self, chunk_tokens: int | None, torch_compile: str, step_sentences: int, unpad: bool) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs, --unpad).
+    def set_passes(
+        self, chunk_tokens: int | None, torch_compile: str, step_sentences: int, unpad: bool, graph_steps: bool = False
+    ) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs, --unpad,
+        --graph_steps: a training step's sentences in one pass, see step.GraphSteps, shaped like a compiled one's).
 
         Unpadded, a pass's embeddings, linear layers, norms and dropout run on its real tokens alone, and only
         attention sees the sentences padded (see BertEncoder.forward).
@@ -70,7 +75,7 @@ class MultitaskModel(nn.Module):
         within a step while its graphs are being recorded): with cudagraphs every pass holds `step_sentences`,
         the sentences of one training step, one-token fillers completing it, whatever --chunk_tokens says."""
         self.chunk_tokens, self.torch_compile, self.step_sentences = chunk_tokens, torch_compile, step_sentences
-        self.unpad = unpad
+        self.unpad, self.graph_steps = unpad, graph_steps
         if torch_compile == "off":
             return
         mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
@@ -96,15 +101,22 @@ class MultitaskModel(nn.Module):
             start = end
         return passes
 
-    def pass_batch(self, seqs: list[list[int]]) -> tuple[list[list[int]], int | None]:
-        """The sentences of one pass as encoded: with one-token fillers up to fixed_rows, and the length to pad them
-        to (None: the longest)."""
+    def pass_inputs(self, seqs: list[list[int]]) -> PassInputs:
+        """The tensors of one pass, built on the host: its token-id lists with one-token fillers up to fixed_rows,
+        padded to a multiple of length_multiple (else to the longest) and, unpadded, the positions to encode."""
         if self.fixed_rows:
             seqs = seqs + [[self.pad_id]] * (self.fixed_rows - len(seqs))
-        if self.length_multiple == 1:
-            return seqs, None
-        length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
-        return seqs, min(length, self.encoder.config.max_position_embeddings)
+        length = None
+        if self.length_multiple > 1:
+            length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
+            length = min(length, self.encoder.config.max_position_embeddings)
+        return pass_inputs(seqs, self.pad_id, length, self.unpad, self.token_multiple)
+
+    def encode(self, inputs: PassInputs) -> torch.Tensor:
+        """The pooled sentence embeddings (b, H) of a pass (its tensors on the host or on the model's device)."""
+        inputs = inputs.to(self.device)
+        hidden = self.encoder(inputs.ids, inputs.mask if inputs.padded else None, tokens=inputs.tokens)  # (b, T, H)
+        return self.pool(hidden, inputs.mask)
 
     def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order.
@@ -119,11 +131,9 @@ class MultitaskModel(nn.Module):
                 if graphs and (n == 0 or pass_by_pass):
                     # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
                     torch.compiler.cudagraph_mark_step_begin()
-                seqs, length = self.pass_batch([sentences[i] for i in rows])
-                hidden, mask = self.encoder.encode_padded(  # (b, T, H), (b, T)
-                    seqs, self.pad_id, length, self.unpad, self.token_multiple
-                )
-                pooled.append(self.pool(hidden, mask)[: len(rows)])  # (b', H): fillers dropped
+                pooled.append(
+                    self.encode(self.pass_inputs([sentences[i] for i in rows]))[: len(rows)]
+                )  # fillers dropped
                 if graphs and pass_by_pass:
                     pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
                 bar.update(len(rows))
@@ -139,12 +149,21 @@ class MultitaskModel(nn.Module):
         All sentences of all tasks go through the encoder in one pass, then each head reads its own.
         """
         sentences = [s for columns in batch.values() for column in columns for s in column]
-        emb = self.embed(sentences, progress)
+        return self.apply_heads(self.embed(sentences, progress), batch_sizes(batch))
+
+    def apply_heads(self, emb: torch.Tensor, sizes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+        """Task -> head output, from the embeddings (N, H) of a batch's sentences in order: task by task, text
+        column by column, `sizes` the number of sentences of each column (see batch_sizes)."""
         outputs, at = {}, 0
-        for task, columns in batch.items():
+        for task, columns in sizes.items():
             parts = []
-            for column in columns:
-                parts.append(emb[at : at + len(column)])
-                at += len(column)
+            for n in columns:
+                parts.append(emb[at : at + n])
+                at += n
             outputs[task] = self.heads[task](*parts)
         return outputs
+
+
+def batch_sizes(batch: dict[str, list[list[list[int]]]]) -> dict[str, list[int]]:
+    """Task -> the number of sentences in each text column of a batch."""
+    return {task: [len(column) for column in columns] for task, columns in batch.items()}

@@ -23,8 +23,9 @@ def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" or (precision == "auto" and native) else None
 
 
-def autocast(device: torch.device | str, precision: str) -> torch.autocast:
-    """Autocast as --precision says. Weights, gradients and the optimizer stay float32: bf16 needs no loss scaling."""
+def autocast(device: torch.device | str, precision: str, cache: bool = True) -> torch.autocast:
+    """Autocast as --precision says. Weights, gradients and the optimizer stay float32: bf16 needs no loss scaling.
+    `cache`: keep each weight's bf16 copy for the rest of the autocast region (which a CUDA graph must not)."""
     device_type = torch.device(device).type
     dtype = autocast_dtype(device_type, precision)
-    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=cache)

@@ -104,6 +104,13 @@ class PassInputs(NamedTuple):
     padded: bool  # whether the encoder gets the mask
     tokens: torch.Tensor | None  # (N,) the positions encoded unpadded (see token_index), or None: the whole pass
 
+    def to(self, device: torch.device | str) -> PassInputs:
+        """The tensors on `device` (copies that do not wait for the device; none if already there)."""
+        tokens = self.tokens.to(device, non_blocking=True) if self.tokens is not None else None
+        return PassInputs(
+            self.ids.to(device, non_blocking=True), self.mask.to(device, non_blocking=True), self.padded, tokens
+        )
+
 
 def pass_inputs(
     seqs: list[list[int]], pad_id: int, length: int | None = None, unpad: bool = False, multiple: int = 1

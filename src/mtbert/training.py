@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from mtbert import distributed
@@ -34,8 +31,9 @@ from mtbert.distributed import Distributed
 from mtbert.encoder import BertEncoder
 from mtbert.errors import MtbertError
 from mtbert.model import MultitaskModel
-from mtbert.optim import Scheduler, Sophia, SophiaG, SophiaH, build_optimizer, build_scheduler
+from mtbert.optim import Scheduler, build_optimizer, build_scheduler
 from mtbert.precision import autocast
+from mtbert.step import GraphSteps, train_step
 from mtbert.tasks import TASKS, sentences_per_step
 from mtbert.tokenizer import Tokenizer
 
@@ -74,70 +72,6 @@ def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool 
     tokens = [tokenizer.encode_ids(column) for column in examples.texts]
     labels = torch.from_numpy(examples.labels) if examples.labels is not None else None
     return TaskData(task, examples, tokens, labels)
-
-
-def compute_losses(
-    model: MultitaskModel, data: dict[str, TaskData], rows: dict[str, np.ndarray], device: torch.device | str
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
-    the encoder together."""
-    outputs = {t: out.float() for t, out in model({t: data[t].rows(index) for t, index in rows.items()}).items()}
-    losses = {
-        t: TASKS[t].loss(out, data[t].labels[rows[t]].to(device, non_blocking=True)) for t, out in outputs.items()
-    }
-    return losses, outputs
-
-
-def train_step(
-    net: nn.Module,
-    model: MultitaskModel,
-    optimizer: torch.optim.Optimizer,
-    data: dict[str, TaskData],
-    rows: dict[str, np.ndarray],
-    weights: dict[str, float],
-    clip: float,
-    device: torch.device | str,
-    precision: str = "auto",
-) -> dict[str, torch.Tensor]:
-    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
-    times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
-    losses (not synchronised)."""
-    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
-    twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
-    with twice, autocast(device, precision):
-        losses, outputs = compute_losses(net, data, rows, device)
-    losses = {t: weights[t] * v for t, v in losses.items()}
-    loss = sum(losses.values())
-    if refresh:
-        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
-    loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {t: v.detach() for t, v in losses.items()}
-
-
-@contextlib.contextmanager
-def twice_differentiable() -> Iterator[None]:
-    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and an eager
-    encoder (not compiled, see --torch_compile) can do."""
-    with sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
-        yield
-
-
-def hessian_loss(
-    optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor], weights: dict[str, float]
-) -> torch.Tensor:
-    """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
-    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett).
-
-    SophiaG scales task t's sampled loss by sqrt(w_t): the squared gradient's cross-task terms vanish in expectation
-    (sampled labels give zero-mean gradients), so its expectation is sum_t w_t GN_t, the Gauss-Newton matrix of the
-    weighted loss."""
-    if not isinstance(optimizer, SophiaG):
-        return loss
-    return sum(weights[t] ** 0.5 * TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
 
 
 @torch.inference_mode()
@@ -227,6 +161,8 @@ def train(cfg: Config, report: Callable[[dict[str, float]], None] | None = None)
 
 
 def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: Distributed) -> dict[str, float]:
+    if cfg.graph_steps and ddp.world_size > 1:
+        raise MtbertError("--graph_steps records the steps of one process; under torchrun leave it out")
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
     step_sentences = sentences_per_step(cfg.tasks, -(-cfg.batch_size // ddp.world_size))  # one process's share
@@ -258,6 +194,7 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
             save_training_state(cfg.resume, state)
 
     net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
+    graphs = GraphSteps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if cfg.graph_steps else None
     writer = open_tensorboard(cfg, run, resumed=saved is not None) if ddp.is_main else None
     save_to = Path(cfg.save_dir) / run_name(cfg)
     loss_weights = cfg.loss_weights
@@ -271,14 +208,19 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
         for rows in bar:
             rows, shares = ddp.shard(rows)
             weights = {t: loss_weights[t] * share for t, share in shares.items()}
-            losses = train_step(net, model, optimizer, train_data, rows, weights, cfg.clip, ddp.device, cfg.precision)
+            if graphs is not None:
+                losses = graphs(train_data, rows)
+            else:
+                losses = train_step(
+                    net, model, optimizer, train_data, rows, weights, cfg.clip, ddp.device, cfg.precision
+                )
             loss_sum += sum(losses.values())
             if per_step_scheduler:
                 scheduler.step()
             run.step += 1
             run.batch += 1
             if run.step % LOG_EVERY == 0 and writer is not None:  # reading losses synchronises: only now and then
-                log_step(writer, bar, losses, optimizer.param_groups[0]["lr"], run.step)
+                log_step(writer, bar, losses, float(optimizer.param_groups[0]["lr"]), run.step)
             if cfg.save_every and run.step % cfg.save_every == 0 and run.batch < len(sampler):
                 run.loss_sum = loss_sum.item()
                 save_state()
@@ -316,7 +258,7 @@ def place_model(model: MultitaskModel, cfg: Config, device: torch.device, step_s
     """Moves the model to the run's device and sets how it encodes (--chunk_tokens, --torch_compile; see
     MultitaskModel.set_passes); --option pretrain freezes the encoder."""
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad, cfg.graph_steps)
     if cfg.torch_compile != "off":
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
                  "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
@@ -369,7 +311,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device,
     model, tokenizer, _ = load_model(best_folder)
     set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad, cfg.graph_steps)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")

@@ -1,0 +1,122 @@
+"""A training step recorded per shape (GraphSteps, --graph_steps) against the eager train_step, on a tiny random model
+and the toy CSVs. Off CUDA nothing is recorded, so this checks everything but the recording itself: one pass per
+step, the shapes, the inputs and labels copied into a shape's tensors, the losses, the update, the training loop."""
+
+import json
+import shutil
+from copy import deepcopy
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtbert.config import Config
+from mtbert.data import MultitaskSampler
+from mtbert.errors import MtbertError
+from mtbert.optim import build_optimizer
+from mtbert.step import GraphSteps, train_step
+from mtbert.tasks import sentences_per_step
+from mtbert.training import build_model, read_task, task_file, train
+
+from .test_training import run_paths
+
+WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    """No dropout at all (attention's too, which --hidden_dropout_prob leaves as the checkpoint says): a step's
+    numbers then do not depend on how its sentences are cut into passes."""
+    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
+    return Config(
+        model=str(checkpoint),
+        data_dir=str(toy_data),
+        epochs=2,
+        samples_per_epoch=6,
+        batch_size=4,
+        lr=3e-3,
+        scheduler="none",
+        hidden_dropout_prob=0.0,
+        precision="fp32",
+        **run_paths(tmp_path),
+    )
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
+    """Steps of two shapes (batches of 4, then the epoch's last 2), alternating: each step's losses and the weights
+    after all of them are those of the eager step, so every step ran on its own inputs and labels."""
+    model, tokenizer = build_model(cfg)
+    model.train()
+    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, cfg.samples_per_epoch, cfg.batch_size, 0)
+    batches = [rows for epoch in range(3) for rows in sampler.epoch(epoch)]
+    eager, graphed = deepcopy(model), deepcopy(model)
+    eager.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
+    graphed.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad, graph_steps=True)
+    eager_opt, graphed_opt = (build_optimizer("adamw", m, m.heads, 3e-3, 1e-2, 0.01) for m in (eager, graphed))
+    steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")
+    passes = []
+    graphed.encoder.register_forward_hook(lambda module, args, out: passes.append(tuple(args[0].shape)))
+    for rows in batches:
+        expected = train_step(eager, eager, eager_opt, data, rows, WEIGHTS, 0.5, "cpu", "fp32")
+        losses = steps(data, rows)
+        assert list(losses) == list(cfg.tasks)
+        for t in cfg.tasks:
+            torch.testing.assert_close(losses[t], expected[t], atol=1e-5, rtol=1e-5)
+    assert [len(rows["sst"]) for rows in batches] == [4, 2] * 3
+    assert len(steps.shapes) == 2
+    assert passes == [(20, 16), (10, 16)] * 3  # one pass per step: 4 + 2 * 4 + 2 * 4 sentences, 16 positions
+    for (name, a), b in zip(eager.named_parameters(), graphed.parameters(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_graph_steps_in_the_training_loop(cfg: Config) -> None:
+    """train() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
+    plain, graphed = [], []
+    train(cfg, report=plain.append)
+    best = train(replace(cfg, graph_steps=True), report=graphed.append)
+    for a, b in zip(plain, graphed, strict=True):
+        for key in ("train_loss", "sst/accuracy", "para/accuracy", "sts/pearson"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
+    assert best["epoch"] in (1, 2) and (Path(cfg.save_dir) / "finetune-2-0.003-multitask").is_dir()
+
+
+def test_graph_steps_refuse_what_they_cannot_record(cfg: Config) -> None:
+    with pytest.raises(ValueError, match="--optimizer adamw"):
+        replace(cfg, graph_steps=True, optimizer="sophiah")
+    with pytest.raises(ValueError, match="not cudagraphs"):
+        replace(cfg, graph_steps=True, torch_compile="cudagraphs")
+    model, _ = build_model(cfg)
+    sophia = build_optimizer("sophiag", model, model.heads, 1e-3, 1e-3, 0.0)
+    with pytest.raises(MtbertError, match="AdamW"):
+        GraphSteps(model, sophia, WEIGHTS, 0.0, "fp32")
+
+
+def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
+    """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
+    losses the step returns."""
+    model, tokenizer = build_model(cfg)
+    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    rows = {t: np.arange(4) for t in cfg.tasks}
+
+    def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        copy = deepcopy(model)
+        optimizer = torch.optim.SGD(copy.parameters(), lr=0.1)
+        losses = train_step(copy, copy, optimizer, data, {t: rows[t] for t in tasks}, weights, 0.0, "cpu")
+        return losses, copy
+
+    _, without_sts = step(("sst", "para"), {"sst": 1.0, "para": 1.0})
+    _, zero_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 0.0})
+    for (name, a), b in zip(without_sts.named_parameters(), zero_sts.parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    once, with_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 1.0})
+    twice, _ = step(("sst", "para", "sts"), {"sst": 2.0, "para": 2.0, "sts": 2.0})
+    for t in cfg.tasks:
+        torch.testing.assert_close(twice[t], 2 * once[t])
+    assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
+    assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
