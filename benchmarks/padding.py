@@ -3,12 +3,14 @@
     python benchmarks/padding.py [--data_dir data] [--batch_size 64] [--steps 40] [--checkpoint DIR]
 
 The settings: passes of up to 1,024 padded tokens (the CPU default), 16,384 (the CUDA default), one pass per step
-(40,960), and CUDA graphs (one pass of a fixed number of sentences, lengths padded to a multiple of 16); each padded
-and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs fillers up to
-a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's first steps,
-those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real token for the
-linear layers and for attention, passes per step, and the host time to build a step's passes (milliseconds).
-Needs the tokenizer and the data only (no model weights).
+(40,960), the compiled encoder's CUDA graphs (one pass of a fixed number of sentences, lengths padded to a multiple
+of 16), and recorded steps (--graph_steps: one pass of the step's sentences, lengths padded to a multiple of 16);
+each padded and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs
+fillers up to a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's
+first steps, those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real
+token for the linear layers and for attention, passes per step, the distinct pass shapes (those CUDA graphs are
+recorded for), and the host time to build a step's passes (milliseconds). Needs the tokenizer and the data only
+(no model weights).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.model import MultitaskModel
 from mtbert.tasks import sentences_per_step
 
-# setting -> (chunk_tokens, torch_compile); the pass shapes of each mode, without compiling anything
+# setting -> (chunk_tokens, torch_compile, graph_steps); the pass shapes of each mode, without compiling anything
 SETTINGS = {
-    "cpu": (1024, "off"),
-    "cuda": (16384, "off"),
-    "one_pass": (40960, "off"),
-    "cudagraphs": (None, "cudagraphs"),
+    "cpu": (1024, "off", False),
+    "cuda": (16384, "off", False),
+    "one_pass": (40960, "off", False),
+    "cudagraphs": (None, "cudagraphs", False),
+    "graph_steps": (None, "off", True),
 }
 
 
@@ -49,22 +52,27 @@ def main() -> None:
     )
     real = sum(len(s) for sentences in steps for s in sentences)
     result = {"steps": len(steps), "real_tokens_per_step": round(real / len(steps), 1)}
-    for name, (chunk_tokens, mode) in SETTINGS.items():
+    for name, (chunk_tokens, mode, graph_steps) in SETTINGS.items():
         for unpad in (False, True):
-            model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad)
+            model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad, graph_steps)
             model.torch_compile = mode  # the pass shapes of the mode, without compiling
             linear = attention = passes = 0
+            shapes = set()
             start = time.perf_counter()
             for sentences in steps:
-                for rows in model.passes([len(s) for s in sentences]):
+                # recorded steps encode all of a step's sentences in one pass, in their order (see step.GraphSteps)
+                cuts = [range(len(sentences))] if graph_steps else model.passes([len(s) for s in sentences])
+                for rows in cuts:
                     inputs = model.pass_inputs([sentences[i] for i in rows])
                     attention += inputs.mask.numel()
                     linear += len(inputs.tokens) if inputs.tokens is not None else inputs.mask.numel()
                     passes += 1
+                    shapes.add((*inputs.mask.shape, len(inputs.tokens) if inputs.tokens is not None else None))
             result[name + ("_unpadded" if unpad else "")] = {
                 "linear_per_real": round(linear / real, 2),
                 "attention_per_real": round(attention / real, 2),
                 "passes_per_step": round(passes / len(steps), 2),
+                "pass_shapes": len(shapes),
                 "host_ms_per_step": round(1000 * (time.perf_counter() - start) / len(steps), 2),
             }
     print(json.dumps(result))

@@ -74,9 +74,10 @@ def run_ours(args: argparse.Namespace) -> dict:
         else:
             train_step(model, model, optimizer, data, rows, weights, 0.25, args.device, args.precision)
 
-    if args.profile:
-        return profile(step, steps, args)
-    return measure(step, steps, data, args, encoder.config)
+    result = profile(step, steps, args) if args.profile else measure(step, steps, data, args, encoder.config)
+    if graphs is not None:
+        result["step_shapes"] = len(graphs.shapes)  # each recorded as a CUDA graph, on its first step
+    return result
 
 
 def run_reference(args: argparse.Namespace) -> dict:

@@ -11,13 +11,17 @@ import pytest
 
 from .conftest import REPO
 
-# script -> its arguments for a few steps, and a key of the JSON line it prints
+# script (and flags) -> its arguments for a few steps, and a key of the JSON line it prints
 BENCHMARKS = {
     "train_speed.py": (["--steps", "1", "--warmup", "1", "--batch_size", "4"], "samples_ratio"),  # ours and HF's
+    "train_speed.py --only ours --graph_steps --unpad": (
+        ["--steps", "2", "--warmup", "1", "--batch_size", "4"],
+        "step_shapes",
+    ),
     "sophia_speed.py": (["--steps", "1", "--hess_interval", "1", "--batch_size", "4"], "sophiah_time_ratio"),
     "same_results.py": (["--epochs", "1", "--samples_per_epoch", "8", "--batch_size", "4"], "plain"),
     "encode_speed.py": (["--n", "40"], "ratio"),
-    "padding.py": (["--steps", "2", "--batch_size", "4"], "cudagraphs_unpadded"),
+    "padding.py": (["--steps", "2", "--batch_size", "4"], "graph_steps_unpadded"),
     "encoder_speed.py": (["--steps", "1", "--warmup", "1", "--batch_size", "4", "--seq_len", "16"], "train_ratio"),
 }
 
@@ -35,8 +39,9 @@ def first_rows(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
     args, key = BENCHMARKS[script]
-    argv = [sys.executable, str(REPO / "benchmarks" / script), *args]
-    if script != "encoder_speed.py":  # random batches, no data
+    name, *flags = script.split()
+    argv = [sys.executable, str(REPO / "benchmarks" / name), *flags, *args]
+    if name != "encoder_speed.py":  # random batches, no data
         argv += ["--data_dir", str(first_rows)]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

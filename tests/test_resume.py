@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import mtbert.checkpoint
-from mtbert.checkpoint import load_training_state, save_training_state
+from mtbert.checkpoint import check_resumable, load_training_state, save_training_state
 from mtbert.config import Config
 from mtbert.errors import MtbertError
 from mtbert.training import train
@@ -89,6 +89,13 @@ def test_resume_with_other_settings_is_refused(cfg: Config) -> None:
     train(replace(cfg, epochs=1))
     with pytest.raises(MtbertError, match=r"--lr 0.003 -> 0.001"):
         train(replace(cfg, epochs=1, lr=1e-3))
+
+
+def test_a_flag_newer_than_the_saved_state_counts_as_its_default(cfg: Config) -> None:
+    older = {k: v for k, v in asdict(cfg).items() if k != "graph_steps"}  # saved before --graph_steps existed
+    check_resumable(cfg, older, "state")
+    with pytest.raises(MtbertError, match=r"--graph_steps False -> True"):
+        check_resumable(replace(cfg, graph_steps=True), older, "state")
 
 
 def test_finished_run_is_not_trained_again(cfg: Config) -> None:

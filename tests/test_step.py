@@ -58,7 +58,8 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
     eager, graphed = deepcopy(model), deepcopy(model)
     eager.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
     graphed.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad, graph_steps=True)
-    eager_opt, graphed_opt = (build_optimizer("adamw", m, m.heads, 3e-3, 1e-2, 0.01) for m in (eager, graphed))
+    # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise/noise, which any rounding flips
+    eager_opt, graphed_opt = (torch.optim.AdamW(m.parameters(), lr=3e-3, eps=1e-3) for m in (eager, graphed))
     steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")
     passes = []
     graphed.encoder.register_forward_hook(lambda module, args, out: passes.append(tuple(args[0].shape)))

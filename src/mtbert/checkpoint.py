@@ -9,7 +9,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -143,11 +143,13 @@ def restore(
 
 
 def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
-    """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags."""
+    """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags. A flag
+    newer than the saved state counts as its default there."""
+    defaults = {f.name: f.default for f in fields(Config)}
     changed = [
-        f"--{k} {saved.get(k)} -> {v}"
+        f"--{k} {saved.get(k, defaults[k])} -> {v}"
         for k, v in asdict(cfg).items()
-        if k not in RESUMABLE_CHANGES and saved.get(k) != v
+        if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
     ]
     if changed:
         raise MtbertError(

@@ -4,6 +4,7 @@ and replayed (GraphSteps, --graph_steps)."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -178,7 +179,8 @@ class GraphSteps:
             return self._step(shape, sizes)
         side = torch.cuda.Stream()  # as PyTorch asks: the eager run before a recording on a side stream
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")  # as intended
             losses = self._step(shape, sizes)
         torch.cuda.current_stream().wait_stream(side)
         losses.record_stream(torch.cuda.current_stream())
