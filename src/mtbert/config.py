@@ -132,7 +132,9 @@ class Config:
         "STS r rises with it, see README)",
     )
     clip: float = opt(0.25, "gradient-norm clipping (0: off)")
-    hidden_dropout_prob: float = opt(0.1, "dropout in the encoder and the heads")
+    hidden_dropout_prob: float = opt(
+        0.1, "dropout of the encoder's hidden states and in the heads (attention dropout stays the checkpoint's)"
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer == "adamw" and self.rho is not None:
