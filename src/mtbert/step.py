@@ -185,8 +185,12 @@ class GraphSteps:
         torch.cuda.current_stream().wait_stream(side)
         losses.record_stream(torch.cuda.current_stream())
         shape.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(shape.graph, pool=self.pool):
-            shape.losses = self._step(shape, sizes)  # recorded, not run
+        try:
+            with torch.cuda.graph(shape.graph, pool=self.pool):
+                shape.losses = self._step(shape, sizes)  # recorded, not run
+        except RuntimeError as e:  # an operation that cannot be recorded (one that waits for the GPU, say)
+            raise MtbertError(f"--graph_steps: a training step could not be recorded as a CUDA graph ({e}); "
+                              "train without --graph_steps") from e  # fmt: skip
         return losses
 
     def _step(self, shape: StepShape, sizes: dict[str, list[int]]) -> torch.Tensor:
