@@ -54,7 +54,7 @@ mode step_eager_unpad 30 --torch_compile off $ONE --unpad
 mode step_graph_steps 40 --graph_steps
 mode step_graph_steps_unpad 40 --graph_steps --unpad
 mode step_graph_steps_on_unpad 70 --graph_steps --unpad --torch_compile on
-mode step_graphs_unpad 90 --torch_compile cudagraphs --unpad
+mode step_graphs_unpad 75 --torch_compile cudagraphs --unpad
 # The fastest of them goes on.
 best=$(python3 - "$out" "$modes" <<'PY'
 import json, pathlib, sys
