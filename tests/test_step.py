@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from mtbert import training
 from mtbert.config import Config
 from mtbert.data import MultitaskSampler
+from mtbert.distributed import Distributed
 from mtbert.errors import MtbertError
 from mtbert.optim import build_optimizer
 from mtbert.step import GraphSteps, train_step
@@ -96,6 +98,8 @@ def test_graph_steps_refuse_what_they_cannot_record(cfg: Config) -> None:
     sophia = build_optimizer("sophiag", model, model.heads, 1e-3, 1e-3, 0.0)
     with pytest.raises(MtbertError, match="AdamW"):
         GraphSteps(model, sophia, WEIGHTS, 0.0, "fp32")
+    with pytest.raises(MtbertError, match="torchrun"):  # the steps of one process
+        training._train(replace(cfg, graph_steps=True), None, Distributed(0, 2, torch.device("cpu")))
 
 
 def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
