@@ -8,9 +8,9 @@ of 16), and recorded steps (--graph_steps: one pass of the step's sentences, len
 each padded and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs
 fillers up to a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's
 first steps, those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real
-token for the linear layers and for attention, passes per step, the distinct pass shapes (those CUDA graphs are
-recorded for), and the host time to build a step's passes (milliseconds). Needs the tokenizer and the data only
-(no model weights).
+token for the linear layers and for attention, attention's T x T scores per real one (n x n for a sentence of n
+tokens), passes per step, the distinct pass shapes (CUDA graphs are recorded per shape), and the host time to build
+a step's passes (milliseconds). Needs the tokenizer and the data only (no model weights).
 """
 
 from __future__ import annotations
@@ -51,12 +51,13 @@ def main() -> None:
         0,
     )
     real = sum(len(s) for sentences in steps for s in sentences)
+    real_scores = sum(len(s) ** 2 for sentences in steps for s in sentences)
     result = {"steps": len(steps), "real_tokens_per_step": round(real / len(steps), 1)}
     for name, (chunk_tokens, mode, graph_steps) in SETTINGS.items():
         for unpad in (False, True):
             model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad, graph_steps)
             model.torch_compile = mode  # the pass shapes of the mode, without compiling
-            linear = attention = passes = 0
+            linear = attention = scores = passes = 0
             shapes = set()
             start = time.perf_counter()
             for sentences in steps:
@@ -65,12 +66,14 @@ def main() -> None:
                 for rows in cuts:
                     inputs = model.pass_inputs([sentences[i] for i in rows])
                     attention += inputs.mask.numel()
+                    scores += inputs.mask.shape[0] * inputs.mask.shape[1] ** 2
                     linear += len(inputs.tokens) if inputs.tokens is not None else inputs.mask.numel()
                     passes += 1
                     shapes.add((*inputs.mask.shape, len(inputs.tokens) if inputs.tokens is not None else None))
             result[name + ("_unpadded" if unpad else "")] = {
                 "linear_per_real": round(linear / real, 2),
                 "attention_per_real": round(attention / real, 2),
+                "scores_per_real": round(scores / real_scores, 2),
                 "passes_per_step": round(passes / len(steps), 2),
                 "pass_shapes": len(shapes),
                 "host_ms_per_step": round(1000 * (time.perf_counter() - start) / len(steps), 2),
