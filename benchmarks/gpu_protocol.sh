@@ -36,9 +36,10 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "trans
 
 # 1. Our MiniLM training step, 60 steps timed after 5 (which record most shapes of --graph_steps): eager with passes
 #    of up to 16,384 padded tokens (the default) and with one unpadded pass per step; whole steps recorded as CUDA
-#    graphs (--graph_steps), padded, unpadded, and unpadded with compiled kernels; the encoder alone compiled into
-#    CUDA graphs, unpadded. (Measured on an H100 on 2026-11-26, and left out here: compiled passes, 19.9 ms, and the
-#    encoder's CUDA graphs padded, 19.5 ms.)
+#    graphs (--graph_steps), padded, unpadded (attending in three groups of sentences sorted by length), and
+#    unpadded with compiled kernels (attending in the padded pass); the encoder alone compiled into CUDA graphs,
+#    unpadded. (Measured on an H100 on 2026-11-26, and left out here: compiled passes, 19.9 ms, and the encoder's
+#    CUDA graphs padded, 19.5 ms.)
 B="python3 $PWD/benchmarks/train_speed.py --device cuda --checkpoint $M --data_dir $D"
 modes=$(mktemp)
 mode() {  # mode NAME SECONDS FLAGS...: our MiniLM step with FLAGS; NAME and FLAGS noted for picking the fastest

@@ -6,7 +6,8 @@ The settings: passes of up to 1,024 padded tokens (the CPU default), 16,384 (the
 (40,960), the compiled encoder's CUDA graphs (one pass of a fixed number of sentences, lengths padded to a multiple
 of 16), and recorded steps (--graph_steps: one pass of the step's sentences, lengths padded to a multiple of 16);
 each padded and unpadded (--unpad: the linear layers, norms and dropout see the real tokens, and under CUDA graphs
-fillers up to a multiple of TOKEN_MULTIPLE; attention always sees the padded pass). Over the training sampler's
+fillers up to a multiple of TOKEN_MULTIPLE; attention sees the padded pass, or in recorded steps groups of its
+sentences each padded to its own length, see model.ATTENTION_GROUPS). Over the training sampler's
 first steps, those of train_speed.py (its training_steps). Prints one JSON line: per setting, positions per real
 token for the linear layers and for attention, attention's T x T scores per real one (n x n for a sentence of n
 tokens), passes per step, the distinct pass shapes (CUDA graphs are recorded per shape), and the host time to build
@@ -65,11 +66,13 @@ def main() -> None:
                 cuts = [range(len(sentences))] if graph_steps else model.passes([len(s) for s in sentences])
                 for rows in cuts:
                     inputs = model.pass_inputs([sentences[i] for i in rows])
-                    attention += inputs.mask.numel()
-                    scores += inputs.mask.shape[0] * inputs.mask.shape[1] ** 2
+                    # attention's (rows, length) blocks: the pass, or its attention groups (recorded unpadded steps)
+                    blocks = inputs.groups.shapes if inputs.groups is not None else [inputs.mask.shape]
+                    attention += sum(rows * length for rows, length in blocks)
+                    scores += sum(rows * length**2 for rows, length in blocks)
                     linear += len(inputs.tokens) if inputs.tokens is not None else inputs.mask.numel()
                     passes += 1
-                    shapes.add((*inputs.mask.shape, len(inputs.tokens) if inputs.tokens is not None else None))
+                    shapes.add((*inputs.mask.shape, len(inputs.tokens) if inputs.tokens is not None else None, *blocks))
             result[name + ("_unpadded" if unpad else "")] = {
                 "linear_per_real": round(linear / real, 2),
                 "attention_per_real": round(attention / real, 2),

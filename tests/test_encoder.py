@@ -1,12 +1,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from mtbert.encoder import BertEncoder, EncoderConfig, convert_hf_state_dict
 from mtbert.errors import MtbertError
-from mtbert.tokenizer import token_index
+from mtbert.tokenizer import attention_groups, token_index
 
 from .conftest import TINY
 
@@ -63,18 +64,41 @@ def test_token_index_lists_the_real_tokens_and_fillers_up_to_a_multiple() -> Non
     assert token_index(mask, 100).tolist() == list(range(12))
 
 
+def test_attention_groups_sort_sentences_by_length_into_groups_of_their_own_length() -> None:
+    lengths = [3, 1, 2, 4]
+    mask = (np.arange(4) < np.array(lengths)[:, None]).astype(np.int64)  # (4, 4)
+    tokens, groups = attention_groups(mask, (1, 1))
+    assert groups.shapes == ((2, 2), (2, 4))  # rows 1 and 2 padded to 2, rows 0 and 3 to 4
+    assert groups.mask.tolist() == [True, False, True, True] + [True, True, True, False] + [True] * 4
+    assert groups.slots.tolist() == [0, 2, 3, 4, 5, 6, 8, 9, 10, 11]  # the real tokens' slots
+    assert tokens.tolist() == [4, 8, 9, 0, 1, 2, 12, 13, 14, 15]  # their places in the (4, 4) pass
+    tokens, groups = attention_groups(mask, (1, 1), length_multiple=4, multiple=4)
+    assert groups.shapes == ((2, 4), (2, 4))
+    # 10 real tokens and 2 fillers, the first padding slots: row 1's positions 1 and 2
+    assert sorted(tokens.tolist()) == [0, 1, 2, 4, 5, 6, 8, 9, 12, 13, 14, 15]
+
+
 @pytest.mark.parametrize("multiple", [1, 8, 1000])
-def test_unpadded_tokens_give_the_states_and_gradients_of_the_padded_batch(multiple: int) -> None:
+@pytest.mark.parametrize("shares", [None, (4, 3, 1), (1,) * 20])  # 20 groups of 13 rows: some are empty
+def test_unpadded_tokens_give_the_states_and_gradients_of_the_padded_batch(
+    multiple: int, shares: tuple[int, ...] | None
+) -> None:
     """Encoding the real tokens alone (and fillers up to a multiple) gives the padded batch's states of the real
-    tokens, zeros at the padding left out, and the same gradients (dropout off)."""
+    tokens, zeros at the padding left out, and the same gradients (dropout off); so does attending in groups of
+    sentences each padded to its own length."""
     torch.manual_seed(0)
     encoder = BertEncoder(EncoderConfig(**{**TINY, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
     ids, mask = batch()
     extra = torch.randn(13, 7, 32)
-    tokens = token_index(mask.numpy(), multiple)
+    if shares is None:
+        tokens, unpadded = token_index(mask.numpy(), multiple), {}
+    else:
+        tokens, groups = attention_groups(mask.numpy(), shares, multiple=multiple)
+        assert sum(rows for rows, _ in groups.shapes) == 13 and len(groups.shapes) == (3 if len(shares) == 3 else 13)
+        unpadded = {"groups": groups}
     real = mask.bool()
     states, grads = [], []
-    for kwargs in ({}, {"tokens": tokens}):
+    for kwargs in ({}, {"tokens": tokens, **unpadded}):
         encoder.zero_grad()
         hidden = encoder(ids, mask, extra_embeddings=extra, **kwargs)
         (hidden * real[..., None]).pow(2).sum().backward()

@@ -73,6 +73,7 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
             torch.testing.assert_close(losses[t], expected[t], atol=1e-5, rtol=1e-5)
     assert [len(rows["sst"]) for rows in batches] == [4, 2] * 3
     assert len(steps.shapes) == 2
+    assert all((shape.inputs.groups is not None) == unpad for shape in steps.shapes.values())  # attention groups
     assert passes == [(20, 16), (10, 16)] * 3  # one pass per step: 4 + 2 * 4 + 2 * 4 sentences, 16 positions
     for (name, a), b in zip(eager.named_parameters(), graphed.parameters(), strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)

@@ -90,8 +90,9 @@ class Config:
         "record each shape of training step once as one CUDA graph (forward, backward, clipping and the AdamW "
         "update) and replay it, so that the GPU does not wait for Python to launch a step's kernels one by one. A "
         "step's sentences form one pass, padded to a multiple of 16 tokens (with --unpad: a multiple of 1,024 real "
-        "tokens); the first step of each shape runs eagerly. --optimizer adamw only, one process; with "
-        "--torch_compile on the recorded kernels are the compiled ones. Off CUDA the same steps run eagerly",
+        "tokens, attending in three groups of sentences sorted by length); the first step of each shape runs "
+        "eagerly. --optimizer adamw only, one process; with --torch_compile on the recorded kernels are the "
+        "compiled ones (and attention sees the whole pass). Off CUDA the same steps run eagerly",
     )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtbert.errors import MtbertError
-from mtbert.tokenizer import pass_inputs
+from mtbert.tokenizer import AttentionGroups, pass_inputs
 
 # Hugging Face `hidden_act` names -> the `approximate` argument of F.gelu.
 _GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -51,9 +51,14 @@ class EncoderConfig:
         return asdict(self)
 
 
+def scatter_rows(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, C) -> (n, C): the rows of x at their places `index` (N,), zeros elsewhere."""
+    return x.new_zeros(n, x.shape[-1]).index_copy(0, index, x)
+
+
 def pad_tokens(x: torch.Tensor, tokens: torch.Tensor, B: int, T: int) -> torch.Tensor:
     """(N, C) -> (B, T, C): the N token states in their places `tokens` (N,) of the flattened batch, zeros elsewhere."""
-    return x.new_zeros(B * T, x.shape[-1]).index_copy(0, tokens, x).view(B, T, -1)
+    return scatter_rows(x, tokens, B * T).view(B, T, -1)
 
 
 class Embeddings(nn.Module):
@@ -94,23 +99,44 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(H, H)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        tokens: torch.Tensor | None,
+        groups: AttentionGroups | None = None,
+    ) -> torch.Tensor:
         """x: (B, T, H); or (N, H), the unpadded tokens at `tokens` (N,) of the (B, T) batch whose key mask is
-        `mask` (B, 1, 1, T): these attend in their padded places."""
+        `mask` (B, 1, 1, T): these attend in their padded places, or in their places among `groups`."""
         # Q, K and V from one matrix product: (..., 3H)
         weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
         qkv = F.linear(x, weight, torch.cat((self.q.bias, self.k.bias, self.v.bias)))
+        if groups is not None:  # each group of sentences attends in its own (rows, length) slots
+            sizes = [rows * length for rows, length in groups.shapes]
+            parts = scatter_rows(qkv, groups.slots, sum(sizes)).split(sizes)  # each (rows * length, 3H)
+            masks = groups.mask.split(sizes)
+            y = torch.cat(
+                [
+                    self.attend(part.view(rows, length, -1), key_mask.view(rows, 1, 1, length))
+                    for (rows, length), part, key_mask in zip(groups.shapes, parts, masks, strict=True)
+                ]
+            )  # (S, H)
+            return self.out(y.index_select(0, groups.slots))
         if tokens is not None:
             qkv = pad_tokens(qkv, tokens, mask.shape[0], mask.shape[-1])
+        y = self.attend(qkv, mask)  # (B * T, H)
+        return self.out(y.index_select(0, tokens) if tokens is not None else y.view(*qkv.shape[:2], -1))
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, 3H) and the key mask (B, 1, 1, T), True where a key is a real token -> (B * T, H):
+        softmax(QK^T / sqrt(D)) V per head."""
         B, T, H3 = qkv.shape
         D = H3 // 3 // self.n_heads
         q, k, v = qkv.view(B, T, 3, self.n_heads, D).permute(2, 0, 3, 1, 4)  # each (B, nh, T, D)
-        # mask: (B, 1, 1, T), True where a key is a real token; softmax(QK^T / sqrt(D)) V per head.
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, T, D)
-        y = y.transpose(1, 2).reshape(B, T, H3 // 3)
-        return self.out(y.flatten(0, 1).index_select(0, tokens) if tokens is not None else y)
+        return y.transpose(1, 2).reshape(B * T, H3 // 3)
 
 
 class FeedForward(nn.Module):
@@ -135,8 +161,10 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, mask, tokens)))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None, groups: AttentionGroups | None
+    ) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask, tokens, groups)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -166,12 +194,14 @@ class BertEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         extra_embeddings: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
+        groups: AttentionGroups | None = None,
     ) -> torch.Tensor:
         """input_ids, attention_mask, token_type_ids: (B, T); extra_embeddings: (B, T, H). Returns (B, T, H).
 
-        tokens (N,): the positions of the real tokens in the flattened (B, T) batch, ascending (see token_index),
-        with attention_mask. The embeddings, linear layers, norms and dropout then run on these N tokens alone,
-        and attention in the padded batch; positions of the output not in `tokens` are zeros."""
+        tokens (N,): the positions of the real tokens in the flattened (B, T) batch (see token_index), with
+        attention_mask. The embeddings, linear layers, norms and dropout then run on these N tokens alone, and
+        attention in the padded batch, or with `groups` in groups of sentences padded each to its own length (see
+        attention_groups); positions of the output not in `tokens` are zeros."""
         B, T = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -179,6 +209,8 @@ class BertEncoder(nn.Module):
         # encode_padded), which lets SDPA pick its fastest kernel; checking the mask here would wait for the GPU.
         mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
         positions = None
+        if groups is not None and tokens is None:
+            raise ValueError("groups places unpadded tokens: it needs tokens")
         if tokens is not None:
             if mask is None:
                 raise ValueError("tokens needs the attention_mask of the padded batch")
@@ -190,7 +222,7 @@ class BertEncoder(nn.Module):
             extra_embeddings = take(extra_embeddings) if extra_embeddings is not None else None
         x = self.emb(input_ids, positions, token_type_ids, extra_embeddings)  # (B, T, H) | (N, H)
         for layer in self.layers:
-            x = layer(x, mask, tokens)
+            x = layer(x, mask, tokens, groups)
         return pad_tokens(x, tokens, B, T) if tokens is not None else x
 
     def encode_padded(

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from mtbert.encoder import BertEncoder
 from mtbert.heads import AttentionPooling
 from mtbert.tasks import TASKS
-from mtbert.tokenizer import PassInputs, pass_inputs
+from mtbert.tokenizer import PassInputs, attention_groups, pass_inputs
 
 # Sentences of a step are sorted by length and encoded in chunks of at most this many (padded) tokens, so that
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
@@ -20,6 +20,11 @@ CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
 LENGTH_MULTIPLE = 16
 # With CUDA graphs, the unpadded tokens of a pass (--unpad) are padded to a multiple of this many, for the same reason.
 TOKEN_MULTIPLE = 1024
+# Recorded unpadded steps (--graph_steps --unpad, eager encoder) sort a step's sentences by length into groups of these
+# shares of its rows, which attend apart, each padded to its own longest: on the CS224N data attention's T x T scores
+# fall from 11.9 to 2.8 times the real ones (n x n per sentence), and a run still records about ten step shapes
+# (benchmarks/padding.py).
+ATTENTION_GROUPS = (4, 3, 1)
 
 
 class MultitaskModel(nn.Module):
@@ -54,6 +59,12 @@ class MultitaskModel(nn.Module):
     def token_multiple(self) -> int:
         """Unpadded passes hold a multiple of this many tokens (fillers from the padding), for CUDA graphs."""
         return TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" or self.graph_steps else 1
+
+    @property
+    def attention_groups(self) -> tuple[int, ...] | None:
+        """Shares of a pass's rows that attend as separate groups (see ATTENTION_GROUPS), or None. Not for a
+        compiled encoder, which would be compiled again for every combination of the groups' lengths."""
+        return ATTENTION_GROUPS if self.graph_steps and self.unpad and self.torch_compile == "off" else None
 
     def token_budget(self) -> int:
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
@@ -103,19 +114,26 @@ class MultitaskModel(nn.Module):
 
     def pass_inputs(self, seqs: list[list[int]]) -> PassInputs:
         """The tensors of one pass, built on the host: its token-id lists with one-token fillers up to fixed_rows,
-        padded to a multiple of length_multiple (else to the longest) and, unpadded, the positions to encode."""
+        padded to a multiple of length_multiple (else to the longest) and, unpadded, the positions to encode (and
+        with attention_groups, where they attend)."""
         if self.fixed_rows:
             seqs = seqs + [[self.pad_id]] * (self.fixed_rows - len(seqs))
         length = None
         if self.length_multiple > 1:
             length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
             length = min(length, self.encoder.config.max_position_embeddings)
-        return pass_inputs(seqs, self.pad_id, length, self.unpad, self.token_multiple)
+        groups = self.attention_groups
+        inputs = pass_inputs(seqs, self.pad_id, length, self.unpad and groups is None, self.token_multiple)
+        if groups is None or not inputs.padded:
+            return inputs
+        tokens, layout = attention_groups(inputs.mask.numpy(), groups, self.length_multiple, self.token_multiple)
+        return inputs._replace(tokens=tokens, groups=layout)
 
     def encode(self, inputs: PassInputs) -> torch.Tensor:
         """The pooled sentence embeddings (b, H) of a pass (its tensors on the host or on the model's device)."""
         inputs = inputs.to(self.device)
-        hidden = self.encoder(inputs.ids, inputs.mask if inputs.padded else None, tokens=inputs.tokens)  # (b, T, H)
+        mask = inputs.mask if inputs.padded else None
+        hidden = self.encoder(inputs.ids, mask, tokens=inputs.tokens, groups=inputs.groups)  # (b, T, H)
         return self.pool(hidden, inputs.mask)
 
     def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:

@@ -115,14 +115,14 @@ class GraphSteps:
 
     A step's sentences go through the encoder as one pass, padded to a multiple of 16 tokens (unpadded: their real
     tokens, counted up to a multiple of 1,024), so that the shapes are few; a shape is the pass's rows and length,
-    the number of tokens encoded and the tasks' batch sizes. The first step of a shape runs eagerly (it trains like
-    any other, and creates the optimizer's state and CUDA's lazy state before anything is recorded); then the same
-    computation is recorded, not run, into a graph. All graphs share one memory pool: they run one at a time and no
-    tensor of one is read by another (each step's losses are copied out). A later step of the shape copies its
-    token ids, mask, positions and labels into the graph's input tensors and replays it. Dropout draws fresh masks
-    on every replay. The recorded update reads each learning rate from a tensor on the GPU, which the schedulers
-    update in place. Off CUDA nothing is recorded: each step runs the same computation eagerly on its shape's
-    tensors (how the tests check it).
+    the number of tokens encoded, the lengths of the attention groups (see model.ATTENTION_GROUPS) and the tasks'
+    batch sizes. The first step of a shape runs eagerly (it trains like any other, and creates the optimizer's
+    state and CUDA's lazy state before anything is recorded); then the same computation is recorded, not run, into
+    a graph. All graphs share one memory pool: they run one at a time and no tensor of one is read by another (each
+    step's losses are copied out). A later step of the shape copies its token ids, mask, token places and labels
+    into the graph's input tensors and replays it. Dropout draws fresh masks on every replay. The recorded update
+    reads each learning rate from a tensor on the GPU, which the schedulers update in place. Off CUDA nothing is
+    recorded: each step runs the same computation eagerly on its shape's tensors (how the tests check it).
     """
 
     def __init__(
@@ -152,7 +152,8 @@ class GraphSteps:
         labels = {t: data[t].labels[index] for t, index in rows.items()}
         sizes = batch_sizes(batch)
         tokens = len(inputs.tokens) if inputs.tokens is not None else None
-        key = (*inputs.ids.shape, inputs.padded, tokens, *((t, *n) for t, n in sizes.items()))
+        groups = inputs.groups.shapes if inputs.groups is not None else None
+        key = (*inputs.ids.shape, inputs.padded, tokens, groups, *((t, *n) for t, n in sizes.items()))
         shape = self.shapes.get(key)
         if shape is None:
             shape = self.shapes[key] = StepShape(
@@ -161,9 +162,8 @@ class GraphSteps:
             losses = self._first(shape, sizes)
         else:
             pin = self.record  # page-locked host memory: the copies do not wait for the GPU
-            for old, new in zip(shape.inputs, inputs, strict=True):
-                if isinstance(old, torch.Tensor):
-                    old.copy_(new.pin_memory() if pin else new, non_blocking=True)
+            for old, new in zip(shape.inputs.tensors(), inputs.tensors(), strict=True):
+                old.copy_(new.pin_memory() if pin else new, non_blocking=True)
             for t, y in labels.items():
                 shape.labels[t].copy_(y.pin_memory() if pin else y, non_blocking=True)
             if shape.graph is not None:

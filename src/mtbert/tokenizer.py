@@ -96,6 +96,41 @@ def token_index(mask: np.ndarray, multiple: int = 1) -> torch.Tensor:
     return torch.from_numpy(real)
 
 
+class AttentionGroups(NamedTuple):
+    """Where the tokens of an unpadded pass attend when its sentences attend in groups (see attention_groups)."""
+
+    slots: torch.Tensor  # (N,) each encoded token's place among the groups' slots
+    mask: torch.Tensor  # (S,) True at the slots of real tokens; S = the sum of rows x length over the groups
+    shapes: tuple[tuple[int, int], ...]  # (rows, length) of each group, in slot order
+
+
+def attention_groups(
+    mask: np.ndarray, shares: tuple[float, ...], length_multiple: int = 1, multiple: int = 1
+) -> tuple[torch.Tensor, AttentionGroups]:
+    """Sorts the sentences of a padded pass (its mask (B, T)) by length into groups of the given shares of its rows,
+    each padded to its own longest sentence (rounded up to a multiple of `length_multiple`, at most T), so that
+    attention need not pad every sentence to the pass's longest: its T x T scores per sentence fall to the group's.
+    The tokens to encode are the real ones and, as in token_index, fillers from the groups' padding up to a
+    `multiple`. Returns their positions in the (B, T) pass (N,) and their places in the groups."""
+    B, T = mask.shape
+    lengths = mask.sum(1)  # (B,): right-padded rows
+    order = np.argsort(lengths, kind="stable")
+    bounds = np.round(np.cumsum((0.0, *shares)) / sum(shares) * B).astype(int)
+    rows, positions, shapes = [], [], []  # per slot: its row of the pass and its position
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        if end > start:
+            group = order[start:end]
+            length = min(-(-int(lengths[group].max()) // length_multiple) * length_multiple, T)
+            shapes.append((len(group), length))
+            rows.append(np.repeat(group, length))
+            positions.append(np.tile(np.arange(length), len(group)))
+    rows, positions = np.concatenate(rows), np.concatenate(positions)  # (S,) each
+    real = positions < lengths[rows]  # (S,)
+    slots = token_index(real, multiple).numpy()  # (N,) real slots, then fillers
+    tokens = rows[slots] * T + positions[slots]  # (N,) their positions in the flattened (B, T) pass
+    return torch.from_numpy(tokens), AttentionGroups(torch.from_numpy(slots), torch.from_numpy(real), tuple(shapes))
+
+
 class PassInputs(NamedTuple):
     """One encoder pass as built on the host (see pass_inputs)."""
 
@@ -103,13 +138,23 @@ class PassInputs(NamedTuple):
     mask: torch.Tensor  # (B, T)
     padded: bool  # whether the encoder gets the mask
     tokens: torch.Tensor | None  # (N,) the positions encoded unpadded (see token_index), or None: the whole pass
+    groups: AttentionGroups | None = None  # unpadded: where the tokens attend, if not in the (B, T) pass
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the pass, in a fixed order."""
+        groups = [self.groups.slots, self.groups.mask] if self.groups is not None else []
+        return [t for t in (self.ids, self.mask, self.tokens, *groups) if t is not None]
 
     def to(self, device: torch.device | str) -> PassInputs:
         """The tensors on `device` (copies that do not wait for the device; none if already there)."""
-        tokens = self.tokens.to(device, non_blocking=True) if self.tokens is not None else None
-        return PassInputs(
-            self.ids.to(device, non_blocking=True), self.mask.to(device, non_blocking=True), self.padded, tokens
-        )
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(device, non_blocking=True) if t is not None else None
+
+        groups = self.groups
+        if groups is not None:
+            groups = AttentionGroups(move(groups.slots), move(groups.mask), groups.shapes)
+        return PassInputs(move(self.ids), move(self.mask), self.padded, move(self.tokens), groups)
 
 
 def pass_inputs(
