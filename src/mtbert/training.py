@@ -263,8 +263,9 @@ def place_model(model: MultitaskModel, cfg: Config, device: torch.device, step_s
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
                  "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
     if cfg.graph_steps and device.type != "cuda":
-        log.warning("--graph_steps records CUDA graphs, and this run is on the CPU: its steps run eagerly, each "
-                    "as one pass of all its sentences (slower here than without --graph_steps)")  # fmt: skip
+        slow = "" if cfg.unpad else " (padded to the step's longest: several times slower here; add --unpad)"
+        log.warning("--graph_steps records CUDA graphs, and this run is on the CPU: its steps run eagerly, each as "
+                    "one pass of all its sentences%s", slow)  # fmt: skip
     if cfg.option == "pretrain":
         model.encoder.requires_grad_(False)
 
