@@ -79,11 +79,12 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_graph_steps_in_the_training_loop(cfg: Config) -> None:
+@pytest.mark.parametrize("unpad", [False, True])
+def test_graph_steps_in_the_training_loop(cfg: Config, unpad: bool) -> None:
     """train() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
     plain, graphed = [], []
-    train(cfg, report=plain.append)
-    best = train(replace(cfg, graph_steps=True), report=graphed.append)
+    train(replace(cfg, unpad=unpad), report=plain.append)
+    best = train(replace(cfg, graph_steps=True, unpad=unpad), report=graphed.append)
     for a, b in zip(plain, graphed, strict=True):
         for key in ("train_loss", "sst/accuracy", "para/accuracy", "sts/pearson"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
