@@ -34,6 +34,9 @@ check() {  # check NAME SECONDS COMMAND...: runs COMMAND in $work, log in $out/N
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 
+# 0. Recorded steps against the same steps run eagerly (dropout off): the same losses and weights?
+check graph_steps_check 60 python3 $PWD/benchmarks/graph_steps_check.py --device cuda --checkpoint $M --data_dir $D
+
 # 1. Our MiniLM training step, 60 steps timed after 5 (which record most shapes of --graph_steps): eager with passes
 #    of up to 16,384 padded tokens (the default) and with one unpadded pass per step; whole steps recorded as CUDA
 #    graphs (--graph_steps), padded, unpadded (attending in three groups of sentences sorted by length), and

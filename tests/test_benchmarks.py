@@ -18,6 +18,7 @@ BENCHMARKS = {
         ["--steps", "2", "--warmup", "1", "--batch_size", "4"],
         "step_shapes",
     ),
+    "graph_steps_check.py": (["--steps", "2", "--batch_size", "4"], "same"),
     "sophia_speed.py": (["--steps", "1", "--hess_interval", "1", "--batch_size", "4"], "sophiah_time_ratio"),
     "same_results.py": (["--epochs", "1", "--samples_per_epoch", "8", "--batch_size", "4"], "plain"),
     "encode_speed.py": (["--n", "40"], "ratio"),

@@ -132,12 +132,14 @@ class GraphSteps:
         weights: dict[str, float],
         clip: float,
         precision: str,
+        record: bool | None = None,
     ):
+        """`record`: whether to record graphs (None: on CUDA; False runs every step eagerly, to compare)."""
         if not isinstance(optimizer, torch.optim.AdamW):
             raise MtbertError("--graph_steps records AdamW's update only; use --optimizer adamw")
         self.model, self.optimizer, self.weights, self.clip, self.precision = model, optimizer, weights, clip, precision
         self.device = model.device
-        self.record = self.device.type == "cuda"
+        self.record = self.device.type == "cuda" if record is None else record
         if self.record:
             for group in optimizer.param_groups:  # a recorded update must read its lr, and count its steps, on the GPU
                 group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32).to(self.device)
