@@ -149,9 +149,8 @@ class MultitaskModel(nn.Module):
                 if graphs and (n == 0 or pass_by_pass):
                     # a new step (or, without backward, a new pass) may reuse the memory of the last one's graph outputs
                     torch.compiler.cudagraph_mark_step_begin()
-                pooled.append(
-                    self.encode(self.pass_inputs([sentences[i] for i in rows]))[: len(rows)]
-                )  # fillers dropped
+                inputs = self.pass_inputs([sentences[i] for i in rows])
+                pooled.append(self.encode(inputs)[: len(rows)])  # (b', H): fillers dropped
                 if graphs and pass_by_pass:
                     pooled[-1] = pooled[-1].clone()  # out of the graphs' memory, which the next pass reuses
                 bar.update(len(rows))
