@@ -27,6 +27,7 @@ from mtbert.encoder import tune_kernels
 from mtbert.model import MultitaskModel
 from mtbert.step import GraphSteps
 from mtbert.tasks import sentences_per_step
+from mtbert.training import set_dropout
 
 
 def main() -> None:
@@ -44,11 +45,9 @@ def main() -> None:
     cfg, data, steps, encoder = setup(args)
     tune_kernels(torch.device(args.device))
     model = MultitaskModel(encoder, cfg.tasks, 0.0).to(args.device).train()
+    set_dropout(model, 0.0)  # dropout off everywhere: eager and replayed steps draw their masks differently
     for layer in model.encoder.layers:
-        layer.attn.dropout_p = 0.0  # dropout off everywhere: eager and replayed steps draw their masks differently
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+        layer.attn.dropout_p = 0.0
     eager, recorded = model, copy.deepcopy(model)
     for m in (eager, recorded):
         m.set_passes(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad, graph_steps=True)

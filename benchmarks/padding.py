@@ -23,7 +23,7 @@ import time
 from train_speed import training_steps
 
 from mtbert.encoder import BertEncoder, EncoderConfig
-from mtbert.model import MultitaskModel
+from mtbert.model import MultitaskModel, batch_sentences
 from mtbert.tasks import sentences_per_step
 
 # setting -> (chunk_tokens, torch_compile, graph_steps); the pass shapes of each mode, without compiling anything
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="the tokenizer's checkpoint folder (default: packaged MiniLM)")
     args = parser.parse_args()
     cfg, data, batches = training_steps(args)
-    steps = [[s for t, index in rows.items() for column in data[t].rows(index) for s in column] for rows in batches]
+    steps = [batch_sentences({t: data[t].rows(index) for t, index in rows.items()}) for rows in batches]
     # a one-layer stand-in: only the pass shapes are used, and they depend on the position table alone
     model = MultitaskModel(
         BertEncoder(EncoderConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)),

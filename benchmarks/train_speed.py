@@ -1,7 +1,7 @@
 """Our training step against the plain Hugging Face loop a user would write, on the same data, model and batches.
 
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
-        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--no-unpad]
+        [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--unpad]
         [--torch_compile off|on|cudagraphs] [--graph_steps]
         [--profile]
 

@@ -22,7 +22,7 @@ from mtbert.step import GraphSteps, train_step
 from mtbert.tasks import sentences_per_step
 from mtbert.training import build_model, read_task, task_file, train
 
-from .test_training import run_paths
+from .test_training import toy_config
 
 WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
 
@@ -34,18 +34,7 @@ def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
     checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
     config = json.loads((checkpoint / "config.json").read_text())
     (checkpoint / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
-    return Config(
-        model=str(checkpoint),
-        data_dir=str(toy_data),
-        epochs=2,
-        samples_per_epoch=6,
-        batch_size=4,
-        lr=3e-3,
-        scheduler="none",
-        hidden_dropout_prob=0.0,
-        precision="fp32",
-        **run_paths(tmp_path),
-    )
+    return toy_config(tmp_path, toy_data, checkpoint, epochs=2, samples_per_epoch=6, batch_size=4, clip=0.25)
 
 
 @pytest.mark.parametrize("unpad", [False, True])

@@ -23,21 +23,17 @@ def run_paths(folder: Path) -> dict[str, str]:
     return {"save_dir": str(folder / "models"), "logdir": str(folder / "runs"), **outputs}
 
 
+def toy_config(folder: Path, data: Path, checkpoint: Path, **changes) -> Config:
+    """A run on the toy data that fits in a second, its outputs in `folder`."""
+    # fp32: the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
+    settings = dict(epochs=12, samples_per_epoch=8, batch_size=8, lr=3e-3, scheduler="none", hidden_dropout_prob=0.0,
+                    clip=1.0, precision="fp32")  # fmt: skip
+    return Config(model=str(checkpoint), data_dir=str(data), **{**settings, **changes}, **run_paths(folder))
+
+
 @pytest.fixture()
 def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
-    return Config(
-        model=str(tiny_checkpoint),
-        data_dir=str(toy_data),
-        epochs=12,
-        samples_per_epoch=8,
-        batch_size=8,
-        lr=3e-3,
-        scheduler="none",
-        hidden_dropout_prob=0.0,
-        clip=1.0,
-        precision="fp32",  # the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
-        **run_paths(tmp_path),
-    )
+    return toy_config(tmp_path, toy_data, tiny_checkpoint)
 
 
 def dev_metrics(cfg: Config) -> dict[str, float]:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtbert.errors import MtbertError
-from mtbert.tokenizer import AttentionGroups, pass_inputs
+from mtbert.tokenizer import AttentionGroups, PassInputs, pass_inputs
 
 # Hugging Face `hidden_act` names -> the `approximate` argument of F.gelu.
 _GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -99,33 +99,23 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(H, H)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        tokens: torch.Tensor | None,
-        groups: AttentionGroups | None = None,
-    ) -> torch.Tensor:
-        """x: (B, T, H); or (N, H), the unpadded tokens at `tokens` (N,) of the (B, T) batch whose key mask is
-        `mask` (B, 1, 1, T): these attend in their padded places, or in their places among `groups`."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, groups: AttentionGroups | None) -> torch.Tensor:
+        """x: (B, T, H) with the key mask (B, 1, 1, T); or (N, H), unpadded tokens that attend in their places among
+        `groups` (see BertEncoder.forward)."""
         # Q, K and V from one matrix product: (..., 3H)
         weight = torch.cat((self.q.weight, self.k.weight, self.v.weight))
         qkv = F.linear(x, weight, torch.cat((self.q.bias, self.k.bias, self.v.bias)))
-        if groups is not None:  # each group of sentences attends in its own (rows, length) slots
-            sizes = [rows * length for rows, length in groups.shapes]
-            parts = scatter_rows(qkv, groups.slots, sum(sizes)).split(sizes)  # each (rows * length, 3H)
-            masks = groups.mask.split(sizes)
-            y = torch.cat(
-                [
-                    self.attend(part.view(rows, length, -1), key_mask.view(rows, 1, 1, length))
-                    for (rows, length), part, key_mask in zip(groups.shapes, parts, masks, strict=True)
-                ]
-            )  # (S, H)
-            return self.out(y.index_select(0, groups.slots))
-        if tokens is not None:
-            qkv = pad_tokens(qkv, tokens, mask.shape[0], mask.shape[-1])
-        y = self.attend(qkv, mask)  # (B * T, H)
-        return self.out(y.index_select(0, tokens) if tokens is not None else y.view(*qkv.shape[:2], -1))
+        if groups is None:
+            return self.out(self.attend(qkv, mask).view(*qkv.shape[:2], -1))
+        # each group of sentences attends in its own (rows, length) slots
+        sizes = [rows * length for rows, length in groups.shapes]
+        parts = scatter_rows(qkv, groups.slots, sum(sizes)).split(sizes)  # each (rows * length, 3H)
+        ys = [
+            self.attend(part.view(rows, length, -1), key_mask.view(rows, 1, 1, length))
+            for (rows, length), part, key_mask in zip(groups.shapes, parts, groups.mask.split(sizes), strict=True)
+        ]
+        y = ys[0] if len(ys) == 1 else torch.cat(ys)  # (S, H)
+        return self.out(y.index_select(0, groups.slots))
 
     def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, 3H) and the key mask (B, 1, 1, T), True where a key is a real token -> (B * T, H):
@@ -161,10 +151,8 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, tokens: torch.Tensor | None, groups: AttentionGroups | None
-    ) -> torch.Tensor:
-        x = self.attn_norm(x + self.dropout(self.attn(x, mask, tokens, groups)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, groups: AttentionGroups | None) -> torch.Tensor:
+        x = self.attn_norm(x + self.dropout(self.attn(x, mask, groups)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
@@ -214,6 +202,8 @@ class BertEncoder(nn.Module):
         if tokens is not None:
             if mask is None:
                 raise ValueError("tokens needs the attention_mask of the padded batch")
+            if groups is None:  # the tokens attend in their places of the padded batch: one group of all its rows
+                groups = AttentionGroups(tokens, attention_mask.bool().flatten(), ((B, T),))
 
             def take(t: torch.Tensor) -> torch.Tensor:  # (B, T, ...) -> (N, ...)
                 return t.flatten(0, 1).index_select(0, tokens)
@@ -222,18 +212,21 @@ class BertEncoder(nn.Module):
             extra_embeddings = take(extra_embeddings) if extra_embeddings is not None else None
         x = self.emb(input_ids, positions, token_type_ids, extra_embeddings)  # (B, T, H) | (N, H)
         for layer in self.layers:
-            x = layer(x, mask, tokens, groups)
+            x = layer(x, mask, groups)
         return pad_tokens(x, tokens, B, T) if tokens is not None else x
 
-    def encode_padded(
-        self, seqs: list[list[int]], pad_id: int, length: int | None = None, unpad: bool = False, multiple: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pads token-id lists to the longest (or to `length`) and encodes them on the encoder's device: returns the
-        hidden states (B, T, H) and the attention mask (B, T). A batch without padding runs without a mask, which
-        lets SDPA pick its fastest kernel; `unpad`: a padded batch is encoded as its real tokens alone (see
-        forward), their count rounded up to a `multiple` with padding positions (see pass_inputs)."""
-        inputs = pass_inputs(seqs, pad_id, length, unpad, multiple).to(self.emb.word.weight.device)
-        return self(inputs.ids, inputs.mask if inputs.padded else None, tokens=inputs.tokens), inputs.mask
+    def encode_padded(self, seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pads token-id lists to the longest and encodes them on the encoder's device: returns the hidden states
+        (B, T, H) and the attention mask (B, T). A batch without padding runs without a mask, which lets SDPA pick
+        its fastest kernel."""
+        inputs = pass_inputs(seqs, pad_id).to(self.emb.word.weight.device)
+        return self.encode(inputs), inputs.mask
+
+    def encode(self, inputs: PassInputs) -> torch.Tensor:
+        """The hidden states (B, T, H) of a pass built on the host (see pass_inputs), or already on the device."""
+        inputs = inputs.to(self.emb.word.weight.device)
+        mask = inputs.mask if inputs.padded else None
+        return self(inputs.ids, mask, tokens=inputs.tokens, groups=inputs.groups)
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:
         """BERT's pooler: tanh(W h_[CLS]). (B, T, H) -> (B, H)."""

@@ -132,9 +132,7 @@ class MultitaskModel(nn.Module):
     def encode(self, inputs: PassInputs) -> torch.Tensor:
         """The pooled sentence embeddings (b, H) of a pass (its tensors on the host or on the model's device)."""
         inputs = inputs.to(self.device)
-        mask = inputs.mask if inputs.padded else None
-        hidden = self.encoder(inputs.ids, mask, tokens=inputs.tokens, groups=inputs.groups)  # (b, T, H)
-        return self.pool(hidden, inputs.mask)
+        return self.pool(self.encoder.encode(inputs), inputs.mask)  # (b, T, H) -> (b, H)
 
     def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see passes); output in input order.
@@ -165,8 +163,7 @@ class MultitaskModel(nn.Module):
 
         All sentences of all tasks go through the encoder in one pass, then each head reads its own.
         """
-        sentences = [s for columns in batch.values() for column in columns for s in column]
-        return self.apply_heads(self.embed(sentences, progress), batch_sizes(batch))
+        return self.apply_heads(self.embed(batch_sentences(batch), progress), batch_sizes(batch))
 
     def apply_heads(self, emb: torch.Tensor, sizes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
         """Task -> head output, from the embeddings (N, H) of a batch's sentences in order: task by task, text
@@ -179,6 +176,11 @@ class MultitaskModel(nn.Module):
                 at += n
             outputs[task] = self.heads[task](*parts)
         return outputs
+
+
+def batch_sentences(batch: dict[str, list[list[list[int]]]]) -> list[list[int]]:
+    """The token-id lists of a batch's sentences in order: task by task, text column by column."""
+    return [s for columns in batch.values() for column in columns for s in column]
 
 
 def batch_sizes(batch: dict[str, list[list[list[int]]]]) -> dict[str, list[int]]:

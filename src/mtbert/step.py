@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtbert.errors import MtbertError
-from mtbert.model import MultitaskModel, batch_sizes
+from mtbert.model import MultitaskModel, batch_sentences, batch_sizes
 from mtbert.optim import Sophia, SophiaG, SophiaH
 from mtbert.precision import autocast
 from mtbert.tasks import TASKS
@@ -30,9 +30,17 @@ def compute_losses(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
     the encoder together."""
-    outputs = {t: out.float() for t, out in model({t: data[t].rows(index) for t, index in rows.items()}).items()}
-    labels = {t: data[t].labels[index].to(device, non_blocking=True) for t, index in rows.items()}
-    return task_losses(outputs, labels), outputs
+    batch, labels = step_batch(data, rows)
+    outputs = {t: out.float() for t, out in model(batch).items()}
+    return task_losses(outputs, {t: y.to(device, non_blocking=True) for t, y in labels.items()}), outputs
+
+
+def step_batch(
+    data: dict[str, TaskData], rows: dict[str, np.ndarray]
+) -> tuple[dict[str, list[list[list[int]]]], dict[str, torch.Tensor]]:
+    """The batches `rows` of each task: its token-id lists per text column, and its labels (on the host)."""
+    batch = {t: data[t].rows(index) for t, index in rows.items()}
+    return batch, {t: data[t].labels[index] for t, index in rows.items()}
 
 
 def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -149,9 +157,8 @@ class GraphSteps:
 
     def __call__(self, data: dict[str, TaskData], rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One optimizer step on the batches `rows`; returns the weighted losses (not synchronised)."""
-        batch = {t: data[t].rows(index) for t, index in rows.items()}
-        inputs = self.model.pass_inputs([s for columns in batch.values() for column in columns for s in column])
-        labels = {t: data[t].labels[index] for t, index in rows.items()}
+        batch, labels = step_batch(data, rows)
+        inputs = self.model.pass_inputs(batch_sentences(batch))
         sizes = batch_sizes(batch)
         tokens = len(inputs.tokens) if inputs.tokens is not None else None
         groups = inputs.groups.shapes if inputs.groups is not None else None
@@ -164,10 +171,9 @@ class GraphSteps:
             losses = self._first(shape, sizes)
         else:
             pin = self.record  # page-locked host memory: the copies do not wait for the GPU
-            for old, new in zip(shape.inputs.tensors(), inputs.tensors(), strict=True):
+            news = [*inputs.tensors(), *labels.values()]
+            for old, new in zip([*shape.inputs.tensors(), *shape.labels.values()], news, strict=True):
                 old.copy_(new.pin_memory() if pin else new, non_blocking=True)
-            for t, y in labels.items():
-                shape.labels[t].copy_(y.pin_memory() if pin else y, non_blocking=True)
             if shape.graph is not None:
                 shape.graph.replay()
                 losses = shape.losses.clone()  # the next step's graph may reuse its memory
