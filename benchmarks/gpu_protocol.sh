@@ -6,6 +6,8 @@
 # (the device tool's run: one call, timeout_s 600; the logs come back under files_at).
 # Each check has its own time limit and its own log in OUT_DIR; a failed one does not stop the rest.
 # (The checks of the training and DDP issues, run on an H100 on 2026-11-26, are in the git history of this file.)
+# DRY_RUN=1 benchmarks/gpu_protocol.sh OUT_DIR: every check on this machine's CPU with a few steps each, each check
+# allowed 600 s (about 15 minutes in all on 2 cores), to try the script out before spending device time on it.
 set -u
 out=${1:?usage: benchmarks/gpu_protocol.sh OUT_DIR}
 mkdir -p "$out"
@@ -16,10 +18,17 @@ M=$PWD/.carry/minilm D=$PWD/.carry/data
 work=$(mktemp -d)
 
 deadline=$((SECONDS + ${BUDGET:-560}))  # all checks end within BUDGET seconds, inside the device's 600 s per call
+# the device, and the steps of each kind of check: MiniLM steps, bert-base steps, profiled steps, baseline protocol
+DEV=cuda GPU=--use_gpu MINI="--steps 60 --warmup 40" BIG="--steps 20 --warmup 16" PROF="--steps 20 --warmup 40"
+RUN="--epochs 10 --samples_per_epoch 10000" LIMIT=
+if [[ ${DRY_RUN:-} ]]; then
+    DEV=cpu GPU= MINI="--steps 4 --warmup 2" BIG="--steps 2 --warmup 1" PROF="--steps 2 --warmup 1"
+    RUN="--epochs 1 --samples_per_epoch 128" LIMIT=600 deadline=$((SECONDS + ${BUDGET:-3000}))
+fi
 
 check() {  # check NAME SECONDS COMMAND...: runs COMMAND in $work, log in $out/NAME.log, prints its last lines,
     #                                    returns COMMAND's exit status (124: out of time)
-    local name=$1 limit=$2 start=$SECONDS
+    local name=$1 limit=${LIMIT:-$2} start=$SECONDS
     shift 2
     ((limit > deadline - SECONDS)) && limit=$((deadline - SECONDS))
     if ((deadline - SECONDS < 10)); then echo "=== $name: skipped, out of time"; return; fi
@@ -31,11 +40,11 @@ check() {  # check NAME SECONDS COMMAND...: runs COMMAND in $work, log in $out/N
     return $rc
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+[[ $DEV == cuda ]] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 
 # 0. Recorded steps against the same steps run eagerly (dropout off): the same losses and weights?
-check graph_steps_check 60 python3 $PWD/benchmarks/graph_steps_check.py --device cuda --checkpoint $M --data_dir $D
+check graph_steps_check 60 python3 $PWD/benchmarks/graph_steps_check.py --device $DEV --checkpoint $M --data_dir $D
 
 # Step timings skip the first 40 steps of the sampler's draw (16 for bert-base): the steps in which the shapes of
 # the timed ones are first met and recorded (CUDA graphs; compiling): for --graph_steps, steps 0, 9, 15 and 37 of
@@ -46,14 +55,14 @@ check graph_steps_check 60 python3 $PWD/benchmarks/graph_steps_check.py --device
 #    unpadded with compiled kernels (attending in the padded pass); the encoder alone compiled into CUDA graphs,
 #    unpadded. (Measured on an H100 on 2026-11-26, and left out here: compiled passes, 19.9 ms, and the encoder's
 #    CUDA graphs padded, 19.5 ms.)
-B="python3 $PWD/benchmarks/train_speed.py --device cuda --checkpoint $M --data_dir $D"
+B="python3 $PWD/benchmarks/train_speed.py --device $DEV --checkpoint $M --data_dir $D"
 modes=$(mktemp)
 mode() {  # mode NAME SECONDS FLAGS...: our MiniLM step with FLAGS; NAME and FLAGS noted for picking the fastest
     local name=$1 limit=$2
     shift 2
     printf '%s\t%s\n' "$name" "$*" >>"$modes"
     # a compile cache of its own: one left half-written by a mode killed at its time limit fails the next one
-    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) check "$name" "$limit" $B --model minilm --steps 60 --warmup 40 --only ours "$@"
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) check "$name" "$limit" $B --model minilm $MINI --only ours "$@"
 }
 ONE="--chunk_tokens 40960"
 mode step_eager 30 --torch_compile off
@@ -80,8 +89,8 @@ echo "=== fastest: $best"
 #    cache of its own that starts empty; a bert-base-sized encoder against the plain Hugging Face loop; the profiler;
 #    the baseline again, with the cache the first run filled; MiniLM against the plain loop; bert-base in recorded
 #    steps of compiled kernels.
-BASE=(python3 -m mtbert train --use_gpu --model "$M" --data_dir "$D" --option finetune --epochs 10
-    --samples_per_epoch 10000 --batch_size 64 --lr 8e-5 --scheduler plateau --clip 0.25 --optimizer adamw)
+BASE=(python3 -m mtbert train $GPU --model "$M" --data_dir "$D" --option finetune $RUN --batch_size 64 --lr 8e-5
+    --scheduler plateau --clip 0.25 --optimizer adamw)
 export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
 TAIL=16 check baseline_cold 150 "${BASE[@]}" $best
 rc=$?
@@ -90,11 +99,11 @@ if ((rc != 0 && rc != 124)) && [[ $best != "--torch_compile off" ]]; then
     echo "=== the baseline failed with $best: the checks below use --torch_compile off"
     best="--torch_compile off"
 fi
-# bert-base against the plain loop: the fastest MiniLM mode, then eager unpadded passes; 20 steps timed after 3
-check speed_bert_base 90 $B --model bert-base --steps 20 --warmup 16 $best
-check speed_bert_base_unpad 60 $B --model bert-base --steps 20 --warmup 16 $ONE --unpad
-TAIL=30 check profile 45 $B --model minilm --steps 20 --warmup 40 --profile $best
+# bert-base against the plain loop: the fastest MiniLM mode, then eager unpadded passes; 20 steps timed after 16
+check speed_bert_base 90 $B --model bert-base $BIG $best
+check speed_bert_base_unpad 60 $B --model bert-base $BIG $ONE --unpad
+TAIL=30 check profile 45 $B --model minilm $PROF --profile $best
 TAIL=16 check baseline_warm 100 "${BASE[@]}" $best
-check speed_minilm 60 $B --model minilm --steps 60 --warmup 40 $best
-check speed_bert_base_graph_steps_on 120 $B --model bert-base --steps 20 --warmup 16 --only ours --graph_steps --unpad \
+check speed_minilm 60 $B --model minilm $MINI $best
+check speed_bert_base_graph_steps_on 120 $B --model bert-base $BIG --only ours --graph_steps --unpad \
     --torch_compile on
