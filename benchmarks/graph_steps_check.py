@@ -50,7 +50,7 @@ def main() -> None:
         layer.attn.dropout_p = 0.0
     eager, recorded = model, copy.deepcopy(model)
     for m in (eager, recorded):
-        m.set_passes(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad, graph_steps=True)
+        m.set_passes(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
     initial = [p.detach().clone() for p in eager.parameters()]
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise / noise, which rounding flips
     fused = args.device == "cuda"

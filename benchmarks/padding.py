@@ -24,6 +24,7 @@ from train_speed import training_steps
 
 from mtbert.encoder import BertEncoder, EncoderConfig
 from mtbert.model import MultitaskModel, batch_sentences
+from mtbert.step import step_batch
 from mtbert.tasks import sentences_per_step
 
 # setting -> (chunk_tokens, torch_compile, graph_steps); the pass shapes of each mode, without compiling anything
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="the tokenizer's checkpoint folder (default: packaged MiniLM)")
     args = parser.parse_args()
     cfg, data, batches = training_steps(args)
-    steps = [batch_sentences({t: data[t].rows(index) for t, index in rows.items()}) for rows in batches]
+    steps = [batch_sentences(step_batch(data, rows)[0]) for rows in batches]
     # a one-layer stand-in: only the pass shapes are used, and they depend on the position table alone
     model = MultitaskModel(
         BertEncoder(EncoderConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)),
@@ -56,7 +57,7 @@ def main() -> None:
     result = {"steps": len(steps), "real_tokens_per_step": round(real / len(steps), 1)}
     for name, (chunk_tokens, mode, graph_steps) in SETTINGS.items():
         for unpad in (False, True):
-            model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad, graph_steps)
+            model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad)
             model.torch_compile = mode  # the pass shapes of the mode, without compiling
             linear = attention = scores = passes = 0
             shapes = set()
@@ -65,7 +66,7 @@ def main() -> None:
                 # recorded steps encode all of a step's sentences in one pass, in their order (see step.GraphSteps)
                 cuts = [range(len(sentences))] if graph_steps else model.passes([len(s) for s in sentences])
                 for rows in cuts:
-                    inputs = model.pass_inputs([sentences[i] for i in rows])
+                    inputs = model.pass_inputs([sentences[i] for i in rows], recorded=graph_steps)
                     # attention's (rows, length) blocks: the pass, or its attention groups (recorded unpadded steps)
                     blocks = inputs.groups.shapes if inputs.groups is not None else [inputs.mask.shape]
                     attention += sum(rows * length for rows, length in blocks)

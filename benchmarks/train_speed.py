@@ -62,7 +62,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     step_sentences = sentences_per_step(cfg.tasks, args.batch_size)
-    model.set_passes(args.chunk_tokens, args.torch_compile, step_sentences, args.unpad, args.graph_steps)
+    model.set_passes(args.chunk_tokens, args.torch_compile, step_sentences, args.unpad)
     tune_kernels(torch.device(args.device))  # as training does
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
     weights = dict.fromkeys(cfg.tasks, 1.0)

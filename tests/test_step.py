@@ -47,8 +47,8 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, cfg.samples_per_epoch, cfg.batch_size, 0)
     batches = [rows for epoch in range(3) for rows in sampler.epoch(epoch)]
     eager, graphed = deepcopy(model), deepcopy(model)
-    eager.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
-    graphed.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad, graph_steps=True)
+    for m in (eager, graphed):
+        m.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise/noise, which any rounding flips
     eager_opt, graphed_opt = (torch.optim.AdamW(m.parameters(), lr=3e-3, eps=1e-3) for m in (eager, graphed))
     steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")

@@ -223,8 +223,7 @@ class BertEncoder(nn.Module):
         return self.encode(inputs), inputs.mask
 
     def encode(self, inputs: PassInputs) -> torch.Tensor:
-        """The hidden states (B, T, H) of a pass built on the host (see pass_inputs), or already on the device."""
-        inputs = inputs.to(self.emb.word.weight.device)
+        """The hidden states (B, T, H) of a pass built by pass_inputs, its tensors on the encoder's device."""
         mask = inputs.mask if inputs.padded else None
         return self(inputs.ids, mask, tokens=inputs.tokens, groups=inputs.groups)
 

@@ -15,8 +15,8 @@ from mtbert.tokenizer import PassInputs, attention_groups, pass_inputs
 # short sentences are not padded to the longest one of the step. Small chunks suit a CPU; a GPU, whose time goes
 # to launching kernels rather than to padding, wants few large passes.
 CHUNK_TOKENS = {"cpu": 1024, "cuda": 16384}
-# A compiled encoder (--torch_compile) or recorded steps (--graph_steps) get every pass with a mask and its length
-# padded to a multiple of this, so that the CUDA graphs recorded are few.
+# A compiled encoder (--torch_compile) and recorded training steps (--graph_steps) get every pass with a mask and its
+# length padded to a multiple of this, so that the CUDA graphs recorded are few (see MultitaskModel.pass_inputs).
 LENGTH_MULTIPLE = 16
 # With CUDA graphs, the unpadded tokens of a pass (--unpad) are padded to a multiple of this many, for the same reason.
 TOKEN_MULTIPLE = 1024
@@ -39,42 +39,23 @@ class MultitaskModel(nn.Module):
         self.torch_compile = "off"  # see set_passes
         self.step_sentences = 0  # the sentences of one training step (see set_passes)
         self.unpad = False  # see set_passes
-        self.graph_steps = False  # see set_passes
 
     @property
     def device(self) -> torch.device:
         return self.pool.proj.weight.device
 
     @property
-    def length_multiple(self) -> int:
-        """Passes are padded to a multiple of this many tokens; above 1 (compiled, recorded) they always get a mask."""
-        return LENGTH_MULTIPLE if self.torch_compile != "off" or self.graph_steps else 1
-
-    @property
     def fixed_rows(self) -> int | None:
         """Sentences per pass for CUDA graphs, which are recorded per shape: those of one training step."""
         return self.step_sentences if self.torch_compile == "cudagraphs" else None
-
-    @property
-    def token_multiple(self) -> int:
-        """Unpadded passes hold a multiple of this many tokens (fillers from the padding), for CUDA graphs."""
-        return TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" or self.graph_steps else 1
-
-    @property
-    def attention_groups(self) -> tuple[int, ...] | None:
-        """Shares of a pass's rows that attend as separate groups (see ATTENTION_GROUPS), or None. Not for a
-        compiled encoder, which would be compiled again for every combination of the groups' lengths."""
-        return ATTENTION_GROUPS if self.graph_steps and self.unpad and self.torch_compile == "off" else None
 
     def token_budget(self) -> int:
         """Padded tokens per encoder pass: chunk_tokens, or the default of the device the model is on."""
         return self.chunk_tokens or CHUNK_TOKENS.get(self.device.type, CHUNK_TOKENS["cpu"])
 
-    def set_passes(
-        self, chunk_tokens: int | None, torch_compile: str, step_sentences: int, unpad: bool, graph_steps: bool = False
-    ) -> None:
-        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs, --unpad,
-        --graph_steps: a training step's sentences in one pass, see step.GraphSteps, shaped like a compiled one's).
+    def set_passes(self, chunk_tokens: int | None, torch_compile: str, step_sentences: int, unpad: bool) -> None:
+        """How sentences go through the encoder (--chunk_tokens, --torch_compile off|on|cudagraphs, --unpad; the
+        passes of recorded training steps, --graph_steps, see pass_inputs).
 
         Unpadded, a pass's embeddings, linear layers, norms and dropout run on its real tokens alone, and only
         attention sees the sentences padded (see BertEncoder.forward).
@@ -86,7 +67,7 @@ class MultitaskModel(nn.Module):
         within a step while its graphs are being recorded): with cudagraphs every pass holds `step_sentences`,
         the sentences of one training step, one-token fillers completing it, whatever --chunk_tokens says."""
         self.chunk_tokens, self.torch_compile, self.step_sentences = chunk_tokens, torch_compile, step_sentences
-        self.unpad, self.graph_steps = unpad, graph_steps
+        self.unpad = unpad
         if torch_compile == "off":
             return
         mode = "reduce-overhead" if torch_compile == "cudagraphs" else None
@@ -112,21 +93,28 @@ class MultitaskModel(nn.Module):
             start = end
         return passes
 
-    def pass_inputs(self, seqs: list[list[int]]) -> PassInputs:
+    def pass_inputs(self, seqs: list[list[int]], recorded: bool = False) -> PassInputs:
         """The tensors of one pass, built on the host: its token-id lists with one-token fillers up to fixed_rows,
-        padded to a multiple of length_multiple (else to the longest) and, unpadded, the positions to encode (and
-        with attention_groups, where they attend)."""
+        padded to the longest and, unpadded, the positions to encode. Shaped for CUDA graphs, which are recorded per
+        shape, when compiled (--torch_compile) or `recorded` (a training step recorded whole, step.GraphSteps): the
+        length padded to a multiple of LENGTH_MULTIPLE, always with a mask, and under graphs an unpadded token count
+        padded to a multiple of TOKEN_MULTIPLE. A recorded unpadded step with an eager encoder also attends in
+        groups of its sentences (see ATTENTION_GROUPS); a compiled encoder would be compiled again for every
+        combination of the groups' lengths."""
+        compiled = self.torch_compile != "off"
+        length_multiple = LENGTH_MULTIPLE if compiled or recorded else 1
+        token_multiple = TOKEN_MULTIPLE if self.torch_compile == "cudagraphs" or recorded else 1
+        groups = ATTENTION_GROUPS if recorded and self.unpad and not compiled else None
         if self.fixed_rows:
             seqs = seqs + [[self.pad_id]] * (self.fixed_rows - len(seqs))
         length = None
-        if self.length_multiple > 1:
-            length = -(-max(map(len, seqs)) // self.length_multiple) * self.length_multiple
+        if length_multiple > 1:
+            length = -(-max(map(len, seqs)) // length_multiple) * length_multiple
             length = min(length, self.encoder.config.max_position_embeddings)
-        groups = self.attention_groups
-        inputs = pass_inputs(seqs, self.pad_id, length, self.unpad and groups is None, self.token_multiple)
+        inputs = pass_inputs(seqs, self.pad_id, length, self.unpad and groups is None, token_multiple)
         if groups is None or not inputs.padded:
             return inputs
-        tokens, layout = attention_groups(inputs.mask.numpy(), groups, self.length_multiple, self.token_multiple)
+        tokens, layout = attention_groups(inputs.mask.numpy(), groups, length_multiple, token_multiple)
         return inputs._replace(tokens=tokens, groups=layout)
 
     def encode(self, inputs: PassInputs) -> torch.Tensor:

@@ -158,7 +158,7 @@ class GraphSteps:
     def __call__(self, data: dict[str, TaskData], rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One optimizer step on the batches `rows`; returns the weighted losses (not synchronised)."""
         batch, labels = step_batch(data, rows)
-        inputs = self.model.pass_inputs(batch_sentences(batch))
+        inputs = self.model.pass_inputs(batch_sentences(batch), recorded=True)
         sizes = batch_sizes(batch)
         tokens = len(inputs.tokens) if inputs.tokens is not None else None
         groups = inputs.groups.shapes if inputs.groups is not None else None

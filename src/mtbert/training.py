@@ -194,10 +194,10 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
             save_training_state(cfg.resume, state)
 
     net = ddp.wrap(model)  # the model to train through; `model` stays the unwrapped one that is saved and evaluated
-    graphs = GraphSteps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if cfg.graph_steps else None
+    loss_weights = cfg.loss_weights
+    graphs = GraphSteps(model, optimizer, loss_weights, cfg.clip, cfg.precision) if cfg.graph_steps else None
     writer = open_tensorboard(cfg, run, resumed=saved is not None) if ddp.is_main else None
     save_to = Path(cfg.save_dir) / run_name(cfg)
-    loss_weights = cfg.loss_weights
     while run.epoch < cfg.epochs:
         model.train()
         started = time.perf_counter()
@@ -207,10 +207,10 @@ def _train(cfg: Config, report: Callable[[dict[str, float]], None] | None, ddp: 
                    unit="step", disable=not ddp.is_main)  # fmt: skip
         for rows in bar:
             rows, shares = ddp.shard(rows)
-            weights = {t: loss_weights[t] * share for t, share in shares.items()}
-            if graphs is not None:
+            if graphs is not None:  # one process: its shares are 1, and the graphs hold the loss weights
                 losses = graphs(train_data, rows)
             else:
+                weights = {t: loss_weights[t] * share for t, share in shares.items()}
                 losses = train_step(
                     net, model, optimizer, train_data, rows, weights, cfg.clip, ddp.device, cfg.precision
                 )
@@ -258,7 +258,7 @@ def place_model(model: MultitaskModel, cfg: Config, device: torch.device, step_s
     """Moves the model to the run's device and sets how it encodes (--chunk_tokens, --torch_compile; see
     MultitaskModel.set_passes); --option pretrain freezes the encoder."""
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad, cfg.graph_steps)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
     if cfg.torch_compile != "off":
         log.info("--torch_compile %s: the first step and the first evaluation compile the encoder "
                  "(about 50 s on 2 CPU cores; cached for later runs)", cfg.torch_compile)  # fmt: skip
@@ -315,7 +315,7 @@ def write_test_predictions(cfg: Config, best_folder: Path, device: torch.device,
     model, tokenizer, _ = load_model(best_folder)
     set_dropout(model, cfg.hidden_dropout_prob)
     model.to(device)
-    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad, cfg.graph_steps)
+    model.set_passes(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
