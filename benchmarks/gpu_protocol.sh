@@ -7,7 +7,7 @@
 # Each check has its own time limit and its own log in OUT_DIR; a failed one does not stop the rest.
 # (The checks of the training and DDP issues, run on an H100 on 2026-11-26, are in the git history of this file.)
 # DRY_RUN=1 benchmarks/gpu_protocol.sh OUT_DIR: every check on this machine's CPU with a few steps each, each check
-# allowed 600 s (16 to 17 minutes in all on 2 cores), to try the script out before spending device time on it.
+# allowed 600 s (15 to 17 minutes in all on 2 cores), to try the script out before spending device time on it.
 set -u
 out=${1:?usage: benchmarks/gpu_protocol.sh OUT_DIR}
 mkdir -p "$out"
