@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from mtbert import encode
-from mtbert.data import read_examples
-from mtbert.encoder import default_checkpoint
+from mtbert.data.files import read_examples
+from mtbert.model.hf import default_checkpoint
 
 
 def sentences(data_dir: str, n: int) -> list[str]:

@@ -16,8 +16,7 @@ import time
 import torch
 from transformers import BertModel
 
-from mtbert import BertEncoder
-from mtbert.encoder import default_checkpoint
+from mtbert.model.hf import default_checkpoint, load_encoder
 
 
 def random_batches(n: int, batch_size: int, seq_len: int, vocab: int, seed: int = 0) -> list[tuple]:
@@ -58,7 +57,7 @@ def main() -> None:
 
     folder = default_checkpoint()
     models = {
-        "ours": BertEncoder.from_pretrained(folder).to(args.device),
+        "ours": load_encoder(folder).to(args.device),
         "transformers": BertModel.from_pretrained(str(folder), add_pooling_layer=False).to(args.device),
     }
     forward = {

@@ -22,12 +22,13 @@ import json
 import torch
 from train_speed import setup
 
+from mtbert.accel.graph_steps import GraphSteps
+from mtbert.accel.kernels import tune_kernels
+from mtbert.accel.passes import ShapedPasses
 from mtbert.config import add_config_argument
-from mtbert.encoder import tune_kernels
-from mtbert.model import MultitaskModel
-from mtbert.step import GraphSteps
-from mtbert.tasks import sentences_per_step
-from mtbert.training import set_dropout
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tasks import sentences_per_step
+from mtbert.train.loop import set_dropout
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
         layer.attn.dropout_p = 0.0
     eager, recorded = model, copy.deepcopy(model)
     for m in (eager, recorded):
-        m.set_passes(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
+        m.passes = ShapedPasses(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
     initial = [p.detach().clone() for p in eager.parameters()]
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise / noise, which rounding flips
     fused = args.device == "cuda"
@@ -71,6 +72,8 @@ def main() -> None:
               "recorded": graphs.record, "max_loss_rel_diff": loss_diff, "max_weight_diff": weight_diff,
               "max_weight_moved": moved, "same": loss_diff < 1e-3 and weight_diff < 0.05 * moved}  # fmt: skip
     print(json.dumps(result))
+    if not result["same"]:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

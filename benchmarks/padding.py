@@ -22,10 +22,11 @@ import time
 
 from train_speed import training_steps
 
-from mtbert.encoder import BertEncoder, EncoderConfig
-from mtbert.model import MultitaskModel, batch_sentences
-from mtbert.step import step_batch
-from mtbert.tasks import sentences_per_step
+from mtbert.accel.passes import ShapedPasses
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.multitask import MultitaskModel, batch_sentences
+from mtbert.model.tasks import sentences_per_step
+from mtbert.train.step import step_batch
 
 # setting -> (chunk_tokens, torch_compile, graph_steps); the pass shapes of each mode, without compiling anything
 SETTINGS = {
@@ -57,16 +58,16 @@ def main() -> None:
     result = {"steps": len(steps), "real_tokens_per_step": round(real / len(steps), 1)}
     for name, (chunk_tokens, mode, graph_steps) in SETTINGS.items():
         for unpad in (False, True):
-            model.set_passes(chunk_tokens, "off", sentences_per_step(cfg.tasks, args.batch_size), unpad)
-            model.torch_compile = mode  # the pass shapes of the mode, without compiling
+            # the pass shapes of the mode, without compiling anything
+            shaped = ShapedPasses(chunk_tokens, mode, sentences_per_step(cfg.tasks, args.batch_size), unpad)
             linear = attention = scores = passes = 0
             shapes = set()
             start = time.perf_counter()
             for sentences in steps:
-                # recorded steps encode all of a step's sentences in one pass, in their order (see step.GraphSteps)
-                cuts = [range(len(sentences))] if graph_steps else model.passes([len(s) for s in sentences])
+                # recorded steps encode all of a step's sentences in one pass, in their order (see accel.graph_steps)
+                cuts = [range(len(sentences))] if graph_steps else shaped.plan(model, [len(s) for s in sentences])
                 for rows in cuts:
-                    inputs = model.pass_inputs([sentences[i] for i in rows], recorded=graph_steps)
+                    inputs = shaped.inputs(model, [sentences[i] for i in rows], recorded=graph_steps)
                     # attention's (rows, length) blocks: the pass, or its attention groups (recorded unpadded steps)
                     blocks = inputs.groups.shapes if inputs.groups is not None else [inputs.mask.shape]
                     attention += sum(rows * length for rows, length in blocks)

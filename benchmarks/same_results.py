@@ -6,7 +6,7 @@
 encoder forward per task and side (SST 1, Quora 2, STS 2), the loss read every step. "Ours" is the step of
 `mtbert train`: all the step's sentences in one length-sorted pass, in chunks, under bf16 autocast where
 `--precision auto` chooses it (a GPU, or a CPU with bf16 instructions); plain is float32. Everything else (the
-loop, data, seed, initial weights, batches, optimizer, evaluation) is `mtbert.training.train` itself. Prints one
+loop, data, seed, initial weights, batches, optimizer, evaluation) is `mtbert.train.loop.train` itself. Prints one
 JSON line with the best dev metrics and wall time of each; the metrics should agree within noise (dropout draws,
 floating-point sums and bf16 rounding differ between the two).
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-import mtbert.training as training
+import mtbert.train.loop as training
 from mtbert.cli import train_parser
 from mtbert.config import config_from_args
-from mtbert.tasks import TASKS
-from mtbert.tokenizer import pad_batch
+from mtbert.model.tasks import TASKS
+from mtbert.model.tokenizer import pad_batch
 
 ours_step = training.train_step
 

@@ -17,11 +17,11 @@ import json
 import torch
 from train_speed import measure, setup
 
+from mtbert.accel.kernels import tune_kernels
 from mtbert.config import add_config_argument
-from mtbert.encoder import tune_kernels
-from mtbert.model import MultitaskModel
-from mtbert.optim import build_optimizer
-from mtbert.step import train_step
+from mtbert.model.multitask import MultitaskModel
+from mtbert.train.optim import build_optimizer
+from mtbert.train.step import train_step
 
 
 def run(name: str, args: argparse.Namespace) -> dict:

@@ -7,7 +7,7 @@
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
 with padding to its longest sentence, one encoder forward per task and side (SST 1, Quora 2, STS 2), the losses
-summed, AdamW. Ours: the step of `mtbert.training.train` (sentences tokenized once, all tasks in one
+summed, AdamW. Ours: the step of `mtbert.train.loop.train` (`train_step`) (sentences tokenized once, all tasks in one
 length-sorted pass, bf16 autocast on CUDA). Each runs in its own subprocess (so each peak memory is its own)
 over the same sampled batches; prints one JSON line with samples/s, real tokens/s, the ratio ours / reference,
 peak memory, and the model FLOP rate of each (and on CUDA its fraction of the chip's dense bf16 peak, MFU).
@@ -25,15 +25,20 @@ import time
 
 import torch
 
+from mtbert.accel.graph_steps import GraphSteps
+from mtbert.accel.kernels import tune_kernels
+from mtbert.accel.passes import ShapedPasses
 from mtbert.config import Config, add_config_argument
-from mtbert.data import MultitaskSampler
-from mtbert.encoder import BertEncoder, EncoderConfig, default_checkpoint, tune_kernels
-from mtbert.model import MultitaskModel
-from mtbert.optim import build_optimizer
-from mtbert.step import GraphSteps, train_step
-from mtbert.tasks import TASKS, sentences_per_step
-from mtbert.tokenizer import Tokenizer
-from mtbert.training import TaskData, read_task, task_file
+from mtbert.data.sampler import MultitaskSampler
+from mtbert.data.task_data import TaskData, read_task
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.hf import default_checkpoint, load_encoder
+from mtbert.model.multitask import MultitaskModel, PaddedPasses
+from mtbert.model.tasks import TASKS, sentences_per_step
+from mtbert.model.tokenizer import Tokenizer
+from mtbert.train.loop import task_file
+from mtbert.train.optim import build_optimizer
+from mtbert.train.step import train_step
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
 BERT_BASE = EncoderConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -54,7 +59,7 @@ def training_steps(args: argparse.Namespace) -> tuple[Config, dict[str, TaskData
 def setup(args: argparse.Namespace):
     torch.manual_seed(0)
     cfg, data, steps = training_steps(args)
-    encoder = BertEncoder.from_pretrained(args.checkpoint) if args.model == "minilm" else BertEncoder(BERT_BASE)
+    encoder = load_encoder(args.checkpoint) if args.model == "minilm" else BertEncoder(BERT_BASE)
     return cfg, data, steps, encoder
 
 
@@ -62,8 +67,12 @@ def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
     step_sentences = sentences_per_step(cfg.tasks, args.batch_size)
-    model.set_passes(args.chunk_tokens, args.torch_compile, step_sentences, args.unpad)
     tune_kernels(torch.device(args.device))  # as training does
+    model.passes = PaddedPasses(args.chunk_tokens)
+    if args.unpad or args.torch_compile != "off" or args.graph_steps:  # as accel.speed_for sets them
+        model.passes = ShapedPasses(args.chunk_tokens, args.torch_compile, step_sentences, args.unpad)
+        if args.torch_compile != "off":
+            model.passes.compile(model)
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
     weights = dict.fromkeys(cfg.tasks, 1.0)
     graphs = GraphSteps(model, optimizer, weights, 0.25, args.precision) if args.graph_steps else None

@@ -18,7 +18,7 @@ import time
 
 from mtbert.cli import train_parser
 from mtbert.config import config_from_args
-from mtbert.training import train
+from mtbert.train.loop import train
 
 
 def main() -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+
+from mtbert.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny config of the HF/Google BertModelTester: odd sizes catch swapped dimensions.
@@ -25,6 +31,15 @@ WORDS = (
     "what how why can do you i my get make learn best way to a in of and cat dog sits runs on mat park "
     "man woman plays guitar piano eats food rides horse bike two people are walking street"
 ).split()
+
+
+def encoder_batch(B: int = 13, T: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token ids (B, T) of the tiny vocabulary, right-padded to random lengths, and their mask."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, TINY["vocab_size"], (B, T), generator=g)
+    lengths = torch.randint(2, T + 1, (B,), generator=g)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
+    return ids * mask, mask
 
 
 def real_data_dir() -> Path:
@@ -119,3 +134,33 @@ def toy_data(tmp_path: Path) -> Path:
         [(f"t{i}", a, b) for i, (a, b, _) in enumerate(STS_ROWS)],
     )
     return d
+
+
+def run_paths(folder: Path) -> dict[str, str]:
+    """Flags that send a run's models, logs and prediction files into `folder`."""
+    outputs = {
+        f"{t}_{s}_out": str(folder / f"{t}-{s}-output.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")
+    }
+    return {"save_dir": str(folder / "models"), "logdir": str(folder / "runs"), **outputs}
+
+
+def toy_config(folder: Path, data: Path, checkpoint: Path, **changes) -> Config:
+    """A run on the toy data that fits in a second, its outputs in `folder`."""
+    # fp32: the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
+    settings = dict(epochs=12, samples_per_epoch=8, batch_size=8, lr=3e-3, scheduler="none", hidden_dropout_prob=0.0,
+                    clip=1.0, precision="fp32")  # fmt: skip
+    return Config(model=str(checkpoint), data_dir=str(data), **{**settings, **changes}, **run_paths(folder))
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    return toy_config(tmp_path, toy_data, tiny_checkpoint)
+
+
+CHILD = Path(__file__).with_name("train_child.py")
+
+
+def run_child(cfg: Config, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(CHILD), json.dumps(asdict(cfg))] + ([str(kill_at)] if kill_at else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)

@@ -9,14 +9,18 @@ import pytest
 import torch
 import torch._dynamo
 
+from mtbert.accel.modes import speed_for
 from mtbert.config import Config
-from mtbert.training import train
-
-from .test_training import cfg  # noqa: F401  (the tiny model on the toy data)
+from mtbert.train.loop import train
 
 
+def fit(cfg: Config, history: list | None = None) -> dict[str, float]:
+    return train(cfg, report=None if history is None else history.append, speed=speed_for(cfg))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("unpad", [False, True])
-def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: bool) -> None:  # noqa: F811
+def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: bool) -> None:
     """Two epochs with and without --torch_compile: the same losses and dev metrics (float32, no dropout: compiled
     kernels draw other random numbers). Per compiled module one graph for training and one for evaluation, not
     one per shape, and none again for the reloaded best model's test predictions. SophiaH's Hessian
@@ -27,17 +31,17 @@ def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: 
     (folder / "config.json").write_text(json.dumps({**hf_config, "attention_probs_dropout_prob": 0.0}))
     short = replace(cfg, model=str(folder), epochs=2, unpad=unpad)
     eager, compiled = [], []
-    train(short, report=eager.append)
+    fit(short, eager)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    train(replace(short, torch_compile="on"), report=compiled.append)
+    fit(replace(short, torch_compile="on"), compiled)
     for a, b in zip(eager, compiled, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["mean"] == pytest.approx(a["mean"], abs=1e-4)
     # the encoder (its layers inside one graph) and the pooling, each for training and for inference
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
     graphs = []  # on a CPU, the compiled kernels without CUDA graphs
-    train(replace(short, torch_compile="cudagraphs", epochs=1), report=graphs.append)
+    fit(replace(short, torch_compile="cudagraphs", epochs=1), graphs)
     assert graphs[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-5)
-    best = train(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
+    best = fit(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
     assert best["mean"] > 0

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mtbert.cli import build_parser, train_parser
-from mtbert.config import RESERVED_FLAGS, Config, config_file_flags, config_from_args
+from mtbert.config import Config, config_file_flags, config_from_args
 from mtbert.errors import MtbertError
 
 
@@ -63,13 +63,18 @@ def test_config_is_frozen() -> None:
         Config().lr = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("flag", sorted(RESERVED_FLAGS))
-def test_reserved_flags_fail_clearly(flag: str, capsys) -> None:
+@pytest.mark.parametrize("flag", ["--additional_input", "--unfreeze_interval", "--hpo"])
+def test_flags_of_features_not_built_are_not_accepted(flag: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
-        build_parser().parse_args(["train", flag, "1"])
+        build_parser().parse_args(["train", flag])
     assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert f"{flag} (" in err and "not yet supported" in err
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_the_original_projects_extra_flags_are_accepted() -> None:
+    args = train_parser().parse_args(["--smoketest", "--tensorboard_subfolder", "sweep1", "--local_files_only"])
+    cfg = config_from_args(train_parser(), args)
+    assert cfg.smoketest and cfg.local_files_only and cfg.tensorboard_subfolder == "sweep1"
 
 
 def file_config(path, *flags: str) -> Config:

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from mtbert.cli import main
-from mtbert.data import MultitaskSampler, fetch, read_examples
-from mtbert.tasks import TASKS
+from mtbert.data.fetch import fetch
+from mtbert.data.files import read_examples
+from mtbert.data.sampler import MultitaskSampler
+from mtbert.model.tasks import TASKS
 
 from .conftest import write_csv
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtbert.checkpoint import load_training_state
 from mtbert.config import Config
-from mtbert.distributed import Distributed, pick_device
+from mtbert.train.checkpoint import load_training_state
+from mtbert.train.distributed import Distributed
 
-from .test_resume import CHILD, run_child
-from .test_training import run_paths
+from .conftest import CHILD, run_child, run_paths
 
 
 def test_shards_are_disjoint_and_cover_the_batch() -> None:
@@ -27,15 +26,6 @@ def test_shards_are_disjoint_and_cover_the_batch() -> None:
     assert (wa["sst"], wb["sst"]) == (6 / 5, 4 / 5)  # DDP's mean of the weighted means is the batch mean
     assert (wa["sts"], wb["sts"]) == (2.0, 0.0)  # a one-row batch counts on rank 0 only; rank 1 computes it idly
     assert Distributed(0, 1, torch.device("cpu")).shard(rows)[1] == {"sst": 1.0, "sts": 1.0}
-
-
-def test_picking_the_cpu_caps_onednn_kernel_cache(monkeypatch) -> None:
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
-    assert pick_device(False) == torch.device("cpu")
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
-    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")  # a user's own setting wins
-    pick_device(False)
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
 
 
 def torchrun(cfg: Config) -> list[dict]:

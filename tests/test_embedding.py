@@ -6,14 +6,14 @@ import torch
 
 from mtbert import encode
 from mtbert.cli import main
-from mtbert.embedding import mean_pool
-from mtbert.encoder import default_checkpoint
+from mtbert.model.hf import default_checkpoint
+from mtbert.serve.embedding import mean_pool
 
 
 def test_encode_equals_sentence_transformers(data_dir) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from mtbert.data import read_examples
+    from mtbert.data.files import read_examples
 
     sentences = read_examples(data_dir / "sts-dev.csv", ("sentence1",), "-", float, False).texts[0][:200]
     ours = encode(sentences, batch_size=32, device="cpu")

@@ -1,7 +1,7 @@
 import torch
 
-from mtbert.embedding import mean_pool
-from mtbert.heads import AttentionPooling, ParaphraseHead, SentimentHead, SimilarityHead
+from mtbert.model.heads import AttentionPooling, ParaphraseHead, SentimentHead, SimilarityHead
+from mtbert.serve.embedding import mean_pool
 
 
 def test_attention_pooling_starts_as_mean_pooling_and_ignores_padding() -> None:

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mtbert.optim import SophiaG, SophiaH, gauss_newton_bartlett, hutchinson
-from mtbert.tasks import TASKS
+from mtbert.model.tasks import TASKS
+from mtbert.train.optim import SophiaG, SophiaH, gauss_newton_bartlett, hutchinson
 
 
 def mean_relative_error(estimate: torch.Tensor, exact: torch.Tensor) -> float:

@@ -4,15 +4,15 @@ import pytest
 import torch
 from transformers import BertModel
 
-from mtbert import BertEncoder, Tokenizer
-from mtbert.encoder import default_checkpoint
+from mtbert import Tokenizer
+from mtbert.model.hf import default_checkpoint, load_encoder
 
 SENTENCES = ["The film is great.", "A lovely, lovely movie with wonderful performances by everyone", "dull"]
 PAIRS = ["Is it good?", "no", "What a boring plot, really"]
 
 
 def compare(folder, ids, mask, types) -> None:
-    ours = BertEncoder.from_pretrained(folder)
+    ours = load_encoder(folder)
     theirs = BertModel.from_pretrained(str(folder)).eval()
     with torch.no_grad():
         hidden = ours(ids, mask, types)

@@ -1,31 +1,20 @@
 """--resume: a run killed mid-epoch continues to exactly the numbers of an uninterrupted run; states are atomic."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 import torch
 
-import mtbert.checkpoint
-from mtbert.checkpoint import check_resumable, load_training_state, save_training_state
+import mtbert.train.checkpoint
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.training import train
+from mtbert.train.checkpoint import check_resumable, load_training_state, save_training_state
+from mtbert.train.loop import train
 
-from .test_training import run_paths
-
-CHILD = Path(__file__).with_name("train_child.py")
-
-
-def run_child(cfg: Config, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    argv = [sys.executable, str(CHILD), json.dumps(asdict(cfg))] + ([str(kill_at)] if kill_at else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+from .conftest import run_child, run_paths
 
 
 @pytest.fixture()
@@ -71,7 +60,7 @@ def test_crash_while_writing_the_state_keeps_the_previous_one(tmp_path: Path, mo
         f.write(b"half a state")
         raise KeyboardInterrupt  # the process is stopped in the middle of writing
 
-    monkeypatch.setattr(mtbert.checkpoint.torch, "save", dying_save)
+    monkeypatch.setattr(mtbert.train.checkpoint.torch, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
         save_training_state(tmp_path, {"run": {"step": 2}, "w": torch.zeros(3)})
     state = load_training_state(tmp_path)

@@ -12,17 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from mtbert import training
+from mtbert.accel.graph_steps import GraphSteps
+from mtbert.accel.modes import speed_for
+from mtbert.accel.passes import PassInputs, ShapedPasses
 from mtbert.config import Config
-from mtbert.data import MultitaskSampler
-from mtbert.distributed import Distributed
+from mtbert.data.sampler import MultitaskSampler
+from mtbert.data.task_data import read_task
 from mtbert.errors import MtbertError
-from mtbert.optim import build_optimizer
-from mtbert.step import GraphSteps, train_step
-from mtbert.tasks import sentences_per_step
-from mtbert.training import build_model, read_task, task_file, train
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tasks import sentences_per_step
+from mtbert.train.loop import build_model, task_file, train
+from mtbert.train.optim import build_optimizer
+from mtbert.train.step import train_step
 
-from .test_training import toy_config
+from .conftest import toy_config
 
 WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
 
@@ -47,13 +50,17 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, cfg.samples_per_epoch, cfg.batch_size, 0)
     batches = [rows for epoch in range(3) for rows in sampler.epoch(epoch)]
     eager, graphed = deepcopy(model), deepcopy(model)
-    for m in (eager, graphed):
-        m.set_passes(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
+    graphed.passes = ShapedPasses(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise/noise, which any rounding flips
     eager_opt, graphed_opt = (torch.optim.AdamW(m.parameters(), lr=3e-3, eps=1e-3) for m in (eager, graphed))
     steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")
-    passes = []
-    graphed.encoder.register_forward_hook(lambda module, args, out: passes.append(tuple(args[0].shape)))
+    passes, run = [], graphed.passes.run
+
+    def record(model: MultitaskModel, inputs: PassInputs) -> torch.Tensor:
+        passes.append(tuple(inputs.ids.shape))
+        return run(model, inputs)
+
+    graphed.passes.run = record
     for rows in batches:
         expected = train_step(eager, eager, eager_opt, data, rows, WEIGHTS, 0.5, "cpu", "fp32")
         losses = steps(data, rows)
@@ -72,15 +79,16 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
 def test_graph_steps_in_the_training_loop(cfg: Config, unpad: bool) -> None:
     """train() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
     plain, graphed = [], []
-    train(replace(cfg, unpad=unpad), report=plain.append)
-    best = train(replace(cfg, graph_steps=True, unpad=unpad), report=graphed.append)
+    train(replace(cfg, unpad=unpad), report=plain.append, speed=speed_for(replace(cfg, unpad=unpad)))
+    graph_cfg = replace(cfg, graph_steps=True, unpad=unpad)
+    best = train(graph_cfg, report=graphed.append, speed=speed_for(graph_cfg))
     for a, b in zip(plain, graphed, strict=True):
         for key in ("train_loss", "sst/accuracy", "para/accuracy", "sts/pearson"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
-    assert best["epoch"] in (1, 2) and (Path(cfg.save_dir) / "finetune-2-0.003-multitask").is_dir()
+    assert best["epoch"] in (1, 2) and (Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask").is_dir()
 
 
-def test_graph_steps_refuse_what_they_cannot_record(cfg: Config) -> None:
+def test_graph_steps_refuse_what_they_cannot_record(cfg: Config, monkeypatch) -> None:
     with pytest.raises(ValueError, match="--optimizer adamw"):
         replace(cfg, graph_steps=True, optimizer="sophiah")
     with pytest.raises(ValueError, match="not cudagraphs"):
@@ -89,8 +97,11 @@ def test_graph_steps_refuse_what_they_cannot_record(cfg: Config) -> None:
     sophia = build_optimizer("sophiag", model, model.heads, 1e-3, 1e-3, 0.0)
     with pytest.raises(MtbertError, match="AdamW"):
         GraphSteps(model, sophia, WEIGHTS, 0.0, "fp32")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
     with pytest.raises(MtbertError, match="torchrun"):  # the steps of one process
-        training._train(replace(cfg, graph_steps=True), None, Distributed(0, 2, torch.device("cpu")))
+        speed_for(replace(cfg, graph_steps=True))
+    with pytest.raises(MtbertError, match="speed_for"):  # a GPU mode without its seam
+        train(replace(cfg, graph_steps=True))
 
 
 def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:

@@ -2,9 +2,9 @@ import pytest
 from transformers import BertTokenizer
 
 from mtbert import Tokenizer
-from mtbert.data import read_examples
-from mtbert.encoder import default_checkpoint
-from mtbert.tasks import TASKS
+from mtbert.data.files import read_examples
+from mtbert.model.hf import default_checkpoint
+from mtbert.model.tasks import TASKS
 
 
 @pytest.fixture(scope="module")

@@ -8,32 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtbert.checkpoint import load_model, save_model
 from mtbert.cli import main
 from mtbert.config import Config
+from mtbert.data.task_data import read_task
 from mtbert.errors import MtbertError
-from mtbert.training import build_model, evaluate, read_task, task_file, train
+from mtbert.train.checkpoint import load_model, save_model
+from mtbert.train.evaluate import evaluate
+from mtbert.train.loop import build_model, task_file, train
 
-
-def run_paths(folder: Path) -> dict[str, str]:
-    """Flags that send a run's models, logs and prediction files into `folder`."""
-    outputs = {
-        f"{t}_{s}_out": str(folder / f"{t}-{s}-output.csv") for t in ("sst", "para", "sts") for s in ("dev", "test")
-    }
-    return {"save_dir": str(folder / "models"), "logdir": str(folder / "runs"), **outputs}
-
-
-def toy_config(folder: Path, data: Path, checkpoint: Path, **changes) -> Config:
-    """A run on the toy data that fits in a second, its outputs in `folder`."""
-    # fp32: the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
-    settings = dict(epochs=12, samples_per_epoch=8, batch_size=8, lr=3e-3, scheduler="none", hidden_dropout_prob=0.0,
-                    clip=1.0, precision="fp32")  # fmt: skip
-    return Config(model=str(checkpoint), data_dir=str(data), **{**settings, **changes}, **run_paths(folder))
-
-
-@pytest.fixture()
-def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
-    return toy_config(tmp_path, toy_data, tiny_checkpoint)
+from .conftest import run_paths
 
 
 def dev_metrics(cfg: Config) -> dict[str, float]:
@@ -73,7 +56,7 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
     assert abs(bf16[0]["train_loss"] - fp32[0]["train_loss"]) < 0.02 * fp32[0]["train_loss"]
     assert bf16[-1]["train_loss"] < 0.5 * bf16[0]["train_loss"]
     assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > 0.8
-    model, _, _ = load_model(Path(cfg.save_dir) / "finetune-12-0.003-multitask")
+    model, _, _ = load_model(Path(cfg.save_dir) / "finetune-12-0.003-adamw-none-multitask")
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
@@ -92,7 +75,7 @@ def test_same_seed_same_numbers(cfg: Config) -> None:
 def test_pretrain_option_freezes_the_encoder(cfg: Config) -> None:
     short = replace(cfg, epochs=1, option="pretrain")
     train(short)
-    model, _, _ = load_model(Path(cfg.save_dir) / "pretrain-1-0.003-multitask")
+    model, _, _ = load_model(Path(cfg.save_dir) / "pretrain-1-0.003-adamw-none-multitask")
     initial, _ = build_model(short)
     for name, p in initial.encoder.state_dict().items():
         torch.testing.assert_close(model.encoder.state_dict()[name], p, atol=0, rtol=0)
@@ -100,7 +83,7 @@ def test_pretrain_option_freezes_the_encoder(cfg: Config) -> None:
 
 def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) -> None:
     best = train(replace(cfg, epochs=3))
-    folder = Path(cfg.save_dir) / "finetune-3-0.003-multitask"
+    folder = Path(cfg.save_dir) / "finetune-3-0.003-adamw-none-multitask"
     assert sorted(p.name for p in folder.iterdir()) == [
         "model.safetensors",
         "mtbert.json",
@@ -113,7 +96,7 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
     sst_dev = Path(cfg.sst_dev_out).read_text().splitlines()
     assert sst_dev[0] == "id \t Predicted_Sentiment " and re.fullmatch(r"s0 , [0-4] ", sst_dev[1])
     assert len(sst_dev) == 9
-    assert Path(cfg.sts_test_out).read_text().splitlines()[0] == "id \t Predicted_Similiarity "
+    assert Path(cfg.sts_test_out).read_text().splitlines()[0] == "id \t Predicted_Similiary "
     assert not Path(cfg.para_test_out).exists()  # no Quora test file in the toy data
 
     main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir, "--precision", cfg.precision])
@@ -124,7 +107,7 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
     pairs.write_text("a man plays guitar\ta man plays the guitar\na cat\ta dog\n")
     main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", str(pairs)])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "id \t Predicted_Similiarity" and len(lines) == 3
+    assert lines[0] == "id \t Predicted_Similiary" and len(lines) == 3
     assert all(0.0 <= float(line.split(",")[1]) <= 5.0 for line in lines[1:])
 
     with pytest.raises(SystemExit) as e:
@@ -135,7 +118,7 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
 
 def test_checkpoint_flag_continues_from_a_saved_model(cfg: Config) -> None:
     first = train(replace(cfg, epochs=2))
-    folder = str(Path(cfg.save_dir) / "finetune-2-0.003-multitask")
+    folder = str(Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask")
     again = dev_metrics(replace(cfg, model=None, checkpoint=folder))
     assert again["mean"] == pytest.approx(first["mean"])
 
@@ -148,7 +131,7 @@ def test_a_crash_while_saving_keeps_the_previous_model(cfg: Config, tmp_path: Pa
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr("mtbert.checkpoint.save_file", crash)
+    monkeypatch.setattr("mtbert.train.checkpoint.save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0.2}})
     _, _, meta = load_model(folder)

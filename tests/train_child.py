@@ -12,8 +12,9 @@ import os
 import signal
 import sys
 
-import mtbert.step as step
-import mtbert.training as training
+import mtbert.train.loop as training
+import mtbert.train.step as step
+from mtbert.accel.modes import speed_for
 from mtbert.config import Config
 
 if len(sys.argv) > 2:
@@ -29,7 +30,8 @@ if len(sys.argv) > 2:
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 history: list[dict] = []
-best = training.train(Config(**json.loads(sys.argv[1])), report=history.append)
+cfg = Config(**json.loads(sys.argv[1]))
+best = training.train(cfg, report=history.append, speed=speed_for(cfg))
 # one write of the whole line: under torchrun both ranks share stdout, and they finish together (an unbuffered print
 # writes the text and its newline apart, so two ranks' lines could interleave)
 sys.stdout.write(json.dumps({"best": best, "history": history}) + "\n")

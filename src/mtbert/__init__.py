@@ -1,7 +1,8 @@
 """mtbert: one BERT encoder fine-tuned on SST-5 sentiment, Quora paraphrase and STS similarity at once."""
 
-from mtbert.embedding import encode
-from mtbert.encoder import BertEncoder, EncoderConfig
-from mtbert.tokenizer import Tokenizer
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.hf import load_encoder
+from mtbert.model.tokenizer import Tokenizer
+from mtbert.serve.embedding import encode
 
-__all__ = ["BertEncoder", "EncoderConfig", "Tokenizer", "encode"]
+__all__ = ["BertEncoder", "EncoderConfig", "Tokenizer", "encode", "load_encoder"]

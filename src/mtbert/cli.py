@@ -6,13 +6,12 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from mtbert.config import Config, add_config_argument, add_config_arguments, config_file_flags, config_from_args
 from mtbert.errors import MtbertError
-from mtbert.tasks import TASKS, TaskSpec
+from mtbert.model.tasks import TASKS
 
 log = logging.getLogger("mtbert")
 TRAIN_HELP = "Fine-tune one BERT encoder on SST-5 sentiment, Quora paraphrase and STS similarity at once."
@@ -36,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
     ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
-    ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files of --data_dir to score")
+    ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files to score (labelled ones)")
     ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
+    for task in TASKS:  # the file flags of training, each file scored in place of the --data_dir one
+        for split in ("dev", "test"):
+            add_config_argument(ev, f"{task}_{split}")
     ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
     add_config_argument(ev, "precision")
 
@@ -103,10 +105,11 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
 
 
 def run_train(cfg: Config) -> None:
-    from mtbert.training import train
+    from mtbert.accel.modes import speed_for
+    from mtbert.train.loop import train
 
     history: list[dict[str, float]] = []
-    best = train(cfg, report=history.append)
+    best = train(cfg, report=history.append, speed=speed_for(cfg))
     if not history:  # a torchrun rank other than 0, or a resumed run that had finished
         return
     print(format_table(history))
@@ -127,38 +130,35 @@ def format_table(history: list[dict[str, float]]) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from mtbert.checkpoint import load_model
-    from mtbert.distributed import pick_device
-    from mtbert.training import evaluate, read_task
+    from mtbert.data.task_data import read_task
+    from mtbert.train.evaluate import evaluate
+    from mtbert.train.loop import task_file
 
-    model, tokenizer, _ = load_model(args.checkpoint)
-    model.to(pick_device(args.use_gpu))
+    model, tokenizer = load_for_inference(args)
     data = {}
     for task in model.heads:
-        d = read_task(Path(args.data_dir) / TASKS[task].files[args.split], task, tokenizer, require_labels=False)
+        d = read_task(task_file(args, task, args.split), task, tokenizer, require_labels=False)
         if d.labels is None:
             log.warning("%s has no labels: use `mtbert predict` for its predictions", d.examples.path)
         else:
             data[task] = d
     if not data:
-        raise MtbertError(f"no labelled {args.split} files in {args.data_dir}: nothing to score")
+        raise MtbertError(f"no labelled {args.split} files (--data_dir {args.data_dir}): nothing to score")
     metrics, _ = evaluate(model, data, args.precision, progress=True)
     print(json.dumps(metrics, indent=2))
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from mtbert.checkpoint import load_model
-    from mtbert.data import Examples, write_predictions
-    from mtbert.distributed import pick_device
-    from mtbert.training import TaskData, predict, read_task
+    from mtbert.data.files import Examples, write_predictions
+    from mtbert.data.task_data import read_task, task_data
+    from mtbert.train.evaluate import predict
 
     spec = TASKS[args.task]
-    model, tokenizer, _ = load_model(args.checkpoint)
+    model, tokenizer = load_for_inference(args)
     if args.task not in model.heads:
         raise MtbertError(
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
         )
-    model.to(pick_device(args.use_gpu))
     text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
     if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
@@ -178,8 +178,7 @@ def run_predict(args: argparse.Namespace) -> None:
         if not columns[0]:
             raise MtbertError(f"{args.input}: no sentences to predict")
         ids = [str(i) for i in range(1, len(columns[0]) + 1)]
-        examples = Examples(Path(args.input), ids, columns, None)
-        data = TaskData(args.task, examples, [tokenizer.encode_ids(c) for c in columns], None)
+        data = task_data(args.task, Examples(Path(args.input), ids, columns, None), tokenizer)
     predictions = predict(model, {args.task: data}, args.precision, progress=True)[args.task]
     if args.output == "-":
         print(f"id \t {spec.prediction_header}")
@@ -187,6 +186,18 @@ def run_predict(args: argparse.Namespace) -> None:
             print(f"{i} , {p}")
     else:
         write_predictions(args.output, spec.prediction_header, data.examples.ids, predictions)
+
+
+def load_for_inference(args: argparse.Namespace) -> tuple:
+    """A saved model (--checkpoint) on its device (--use_gpu), and its tokenizer."""
+    from mtbert.accel.kernels import tune_kernels
+    from mtbert.train.checkpoint import load_model
+    from mtbert.train.distributed import pick_device
+
+    model, tokenizer, _ = load_model(args.checkpoint)
+    device = pick_device(args.use_gpu)
+    tune_kernels(device)
+    return model.to(device), tokenizer
 
 
 def _read_text(path: Path) -> str:
@@ -199,7 +210,7 @@ def _read_text(path: Path) -> str:
 
 
 def run_encode(args: argparse.Namespace) -> None:
-    from mtbert.embedding import encode
+    from mtbert.serve.embedding import encode
 
     if bool(args.sentences) == (args.input is not None):
         raise MtbertError("give the sentences to embed as arguments or with --input FILE (one of the two)")
@@ -214,13 +225,7 @@ def run_encode(args: argparse.Namespace) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
-    from mtbert.data import fetch, read_examples
+    from mtbert.data.task_data import fetch_data
 
-    def validator(spec: TaskSpec, split: str) -> Callable[[Path], object]:
-        return lambda path: read_examples(
-            path, spec.text_columns, spec.label_column, spec.parse_label, require_labels=split != "test"
-        )
-
-    files = {spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files}
-    for path in fetch(files, args.source, Path(args.dest)):
+    for path in fetch_data(args.source, Path(args.dest)):
         print(f"ok {path}")

@@ -39,6 +39,15 @@ class Config:
     )
     save_every: int = opt(0, "also save the training state to --resume every this many optimizer steps (0: off)")
     logdir: str = opt("runs", "TensorBoard log folder")
+    tensorboard_subfolder: str | None = opt(None, "a folder inside --logdir for this run's TensorBoard logs")
+    smoketest: bool = opt(
+        False,
+        "check a set-up in seconds: one epoch of 4 batches of 8 examples per task, scored on the first 32 dev rows "
+        "of each task; all six prediction files are written (a task without a test file: on those dev rows)",
+    )
+    local_files_only: bool = opt(
+        False, "accepted for the original project's commands: mtbert never downloads a model at run time anyway"
+    )
     # --- tasks and data
     sst: bool = opt(False, "train on SST-5 sentiment (with none of --sst --para --sts: all three)")
     para: bool = opt(False, "train on Quora paraphrase detection")
@@ -74,9 +83,8 @@ class Config:
     unpad: bool = opt(
         False,
         "encode only the real tokens of a pass: embeddings, linear layers, norms and dropout skip the padding, "
-        "and only attention sees the sentences padded. For GPU passes, which on the CS224N data hold 2.8 (16,384 "
-        "tokens) to 3.9 (CUDA graphs) padded tokens per real one; a CPU's 1,024-token passes pad 15%%, and there it "
-        "measured 4%% slower",
+        "and only attention sees the sentences padded. For a GPU's large passes, which pad much; a CPU's small "
+        "passes pad little (see docs/speed.md)",
     )
     torch_compile: Literal["off", "on", "cudagraphs"] = opt(
         "off",
@@ -183,20 +191,6 @@ class Config:
 
 DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
 
-# Flags of features still to come: accepted by the parser so that they fail with a clear message.
-RESERVED_FLAGS = {
-    "--additional_input": "POS/NER tag embeddings",
-    "--unfreeze_interval": "gradual unfreezing",
-    "--hpo": "hyper-parameter search",
-    "--hpo_trials": "hyper-parameter search",
-    "--profiler": "the profiler",
-}
-
-
-class _NotYetSupported(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string} ({RESERVED_FLAGS[option_string]}) is not yet supported")
-
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Config field, named as the field; types, choices and help come from the dataclass. And
@@ -209,8 +203,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for f in dataclasses.fields(Config):
         add_config_argument(parser, f.name)
-    for flag in RESERVED_FLAGS:
-        parser.add_argument(flag, nargs="?", action=_NotYetSupported, help=argparse.SUPPRESS)
 
 
 def add_config_argument(parser: argparse.ArgumentParser, name: str) -> None:

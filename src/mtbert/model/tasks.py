@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr
 from torch import nn
 
-from mtbert.heads import ParaphraseHead, SentimentHead, SimilarityHead
+from mtbert.model.heads import ParaphraseHead, SentimentHead, SimilarityHead
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ TASKS: dict[str, TaskSpec] = {
         predict=lambda score: score.clamp(0.0, 5.0),
         metric_name="pearson",
         metric=_pearson,
-        prediction_header="Predicted_Similiarity",  # sic: the original project's spelling
+        prediction_header="Predicted_Similiary",  # sic: the original project's spelling
     ),
 }
 

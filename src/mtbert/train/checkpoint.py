@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mtbert.config import Config
-from mtbert.data import atomic_write_bytes
-from mtbert.distributed import Distributed
-from mtbert.encoder import BertEncoder, EncoderConfig
+from mtbert.data.files import atomic_write_bytes
 from mtbert.errors import MtbertError
-from mtbert.model import MultitaskModel
-from mtbert.optim import Scheduler
-from mtbert.tokenizer import Tokenizer
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tokenizer import Tokenizer
+from mtbert.train.distributed import Distributed
+from mtbert.train.schedule import Scheduler
 
 WEIGHTS, META, STATE = "model.safetensors", "mtbert.json", "training_state.pt"
 
@@ -115,7 +115,8 @@ def load_training_state(folder: str | Path) -> dict | None:
 
 
 # Config fields a resumed run may change; any other difference from the saved run's config is an error.
-RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad", "torch_compile"}
+RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad", "torch_compile", "local_files_only",
+                     "tensorboard_subfolder"}  # fmt: skip
 
 
 def restore(

@@ -1,108 +1,20 @@
-"""One optimizer step of multitask training: run eagerly (train_step), or recorded once per shape as a CUDA graph
-and replayed (GraphSteps, --graph_steps)."""
+"""Recorded training steps (--graph_steps): train_step's computation recorded once per step shape as a CUDA graph,
+and replayed."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from mtbert.accel.passes import PassInputs, ShapedPasses
+from mtbert.data.task_data import TaskData
 from mtbert.errors import MtbertError
-from mtbert.model import MultitaskModel, batch_sentences, batch_sizes
-from mtbert.optim import Sophia, SophiaG, SophiaH
-from mtbert.precision import autocast
-from mtbert.tasks import TASKS
-from mtbert.tokenizer import PassInputs
-
-if TYPE_CHECKING:
-    from mtbert.training import TaskData
-
-
-def compute_losses(
-    model: MultitaskModel, data: dict[str, TaskData], rows: dict[str, np.ndarray], device: torch.device | str
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
-    the encoder together."""
-    batch, labels = step_batch(data, rows)
-    outputs = {t: out.float() for t, out in model(batch).items()}
-    return task_losses(outputs, {t: y.to(device, non_blocking=True) for t, y in labels.items()}), outputs
-
-
-def step_batch(
-    data: dict[str, TaskData], rows: dict[str, np.ndarray]
-) -> tuple[dict[str, list[list[list[int]]]], dict[str, torch.Tensor]]:
-    """The batches `rows` of each task: its token-id lists per text column, and its labels (on the host)."""
-    batch = {t: data[t].rows(index) for t, index in rows.items()}
-    return batch, {t: data[t].labels[index] for t, index in rows.items()}
-
-
-def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each task's mean loss: its head's output (float32) against its labels (on the same device)."""
-    return {t: TASKS[t].loss(out, labels[t]) for t, out in outputs.items()}
-
-
-def descend(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
-    """Backward, the gradients' norm clipped to `clip` (if above 0), the optimizer's update; gradients released."""
-    loss.backward()
-    if clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
-def train_step(
-    net: nn.Module,
-    model: MultitaskModel,
-    optimizer: torch.optim.Optimizer,
-    data: dict[str, TaskData],
-    rows: dict[str, np.ndarray],
-    weights: dict[str, float],
-    clip: float,
-    device: torch.device | str,
-    precision: str = "auto",
-) -> dict[str, torch.Tensor]:
-    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
-    times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
-    losses (not synchronised)."""
-    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
-    twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
-    with twice, autocast(device, precision):
-        losses, outputs = compute_losses(net, data, rows, device)
-    losses = {t: weights[t] * v for t, v in losses.items()}
-    loss = sum(losses.values())
-    if refresh:
-        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
-    descend(loss, model, optimizer, clip)
-    return {t: v.detach() for t, v in losses.items()}
-
-
-@contextlib.contextmanager
-def twice_differentiable() -> Iterator[None]:
-    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and an eager
-    encoder (not compiled, see --torch_compile) can do."""
-    with sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
-        yield
-
-
-def hessian_loss(
-    optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor], weights: dict[str, float]
-) -> torch.Tensor:
-    """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
-    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett).
-
-    SophiaG scales task t's sampled loss by sqrt(w_t): the squared gradient's cross-task terms vanish in expectation
-    (sampled labels give zero-mean gradients), so its expectation is sum_t w_t GN_t, the Gauss-Newton matrix of the
-    weighted loss."""
-    if not isinstance(optimizer, SophiaG):
-        return loss
-    return sum(weights[t] ** 0.5 * TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
+from mtbert.model.multitask import MultitaskModel, batch_sentences, batch_sizes
+from mtbert.train.precision import autocast
+from mtbert.train.step import descend, step_batch, task_losses
 
 
 @dataclass
@@ -123,7 +35,7 @@ class GraphSteps:
 
     A step's sentences go through the encoder as one pass, padded to a multiple of 16 tokens (unpadded: their real
     tokens, counted up to a multiple of 1,024), so that the shapes are few; a shape is the pass's rows and length,
-    the number of tokens encoded, the lengths of the attention groups (see model.ATTENTION_GROUPS) and the tasks'
+    the number of tokens encoded, the lengths of the attention groups (see passes.ATTENTION_GROUPS) and the tasks'
     batch sizes. The first step of a shape runs eagerly (it trains like any other, and creates the optimizer's
     state and CUDA's lazy state before anything is recorded); then the same computation is recorded, not run, into
     a graph. All graphs share one memory pool: they run one at a time and no tensor of one is read by another (each
@@ -146,6 +58,8 @@ class GraphSteps:
         if not isinstance(optimizer, torch.optim.AdamW):
             raise MtbertError("--graph_steps records AdamW's update only; use --optimizer adamw")
         self.model, self.optimizer, self.weights, self.clip, self.precision = model, optimizer, weights, clip, precision
+        # the passes' settings (--unpad, --torch_compile); a model with the readable passes gets eager, padded ones
+        self.passes = model.passes if isinstance(model.passes, ShapedPasses) else ShapedPasses(None, "off", 0, False)
         self.device = model.device
         self.record = self.device.type == "cuda" if record is None else record
         if self.record:
@@ -158,7 +72,7 @@ class GraphSteps:
     def __call__(self, data: dict[str, TaskData], rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One optimizer step on the batches `rows`; returns the weighted losses (not synchronised)."""
         batch, labels = step_batch(data, rows)
-        inputs = self.model.pass_inputs(batch_sentences(batch), recorded=True)
+        inputs = self.passes.inputs(self.model, batch_sentences(batch), recorded=True)
         sizes = batch_sizes(batch)
         tokens = len(inputs.tokens) if inputs.tokens is not None else None
         groups = inputs.groups.shapes if inputs.groups is not None else None
@@ -204,7 +118,7 @@ class GraphSteps:
     def _step(self, shape: StepShape, sizes: dict[str, list[int]]) -> torch.Tensor:
         """train_step's computation on the shape's device tensors; returns the weighted losses (tasks,)."""
         with autocast(self.device, self.precision, cache=False):
-            outputs = self.model.apply_heads(self.model.encode(shape.inputs), sizes)
+            outputs = self.model.apply_heads(self.passes.run(self.model, shape.inputs), sizes)
         losses = task_losses({t: out.float() for t, out in outputs.items()}, shape.labels)
         weighted = torch.stack([self.weights[t] * loss for t, loss in losses.items()])  # (tasks,)
         descend(weighted.sum(), self.model, self.optimizer, self.clip)

@@ -1,4 +1,4 @@
-"""The CS224N CSV files: reading and validating them, fetching them, the multitask sampler, prediction files."""
+"""The CS224N CSV files: reading and validating them, and writing prediction files in the original format."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import csv
 import io
 import logging
 import os
-import shutil
 import tempfile
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +16,6 @@ import numpy as np
 from mtbert.errors import MtbertError
 
 log = logging.getLogger(__name__)
-
-# The course's public copies of the data sets (Stanford CS224N minBERT default final project).
-PUBLIC_DATA_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data"
 
 
 @dataclass
@@ -100,30 +95,6 @@ def read_examples(
     return Examples(path, ids, texts, np.asarray(labels, dtype=np.float32) if has_label else None)
 
 
-class MultitaskSampler:
-    """Draws each epoch's examples: `samples_per_epoch` per task, random and without replacement within the epoch
-    (a task smaller than that is cycled through in fresh permutations). Step i takes batch i of every task."""
-
-    def __init__(self, sizes: dict[str, int], samples_per_epoch: int, batch_size: int, seed: int):
-        self.sizes = sizes
-        self.samples_per_epoch = samples_per_epoch
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return -(-self.samples_per_epoch // self.batch_size)
-
-    def epoch(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yields {task: row indices} for every step of `epoch`; the same (seed, epoch) gives the same draw."""
-        rng = np.random.default_rng([self.seed, epoch])
-        draws = {}
-        for task, n in self.sizes.items():
-            perms = [rng.permutation(n) for _ in range(-(-self.samples_per_epoch // n))]
-            draws[task] = np.concatenate(perms)[: self.samples_per_epoch]
-        for start in range(0, self.samples_per_epoch, self.batch_size):
-            yield {task: d[start : start + self.batch_size] for task, d in draws.items()}
-
-
 def write_predictions(path: str | Path, header: str, ids: list[str], predictions: np.ndarray) -> None:
     """Writes predictions in the original project's format (`id \\t Predicted_X` header, `id , value` rows)."""
     path = Path(path)
@@ -144,51 +115,3 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def fetch(
-    files: dict[str, Callable[[Path], object]], source: str | None, dest: Path, progress: bool = True
-) -> list[Path]:
-    """Copies (from a folder) or downloads (from a URL) each named file into `dest`, validating it before it lands.
-
-    `files` maps a file name to a validator that raises MtbertError on a malformed file. A file that is absent
-    from a local mirror is skipped with a warning (some mirrors lack the Quora test file).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    src = source or PUBLIC_DATA_URL
-    is_url = "://" in src
-    written = []
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as staging:
-        for name, validate in files.items():
-            # staged under its own name, so that validation messages name the file as the user knows it
-            staged = Path(staging) / name
-            if is_url:
-                _download(f"{src.rstrip('/')}/{name}", staged, progress)
-            else:
-                origin = Path(src) / name
-                if not origin.is_file():
-                    log.warning("%s: not in %s, skipped", name, src)
-                    continue
-                shutil.copyfile(origin, staged)
-            try:
-                validate(staged)
-            except MtbertError as e:
-                raise MtbertError(str(e).replace(str(staged), f"{src.rstrip('/')}/{name}")) from e
-            os.replace(staged, dest / name)
-            written.append(dest / name)
-    return written
-
-
-def _download(url: str, to: Path, progress: bool) -> None:
-    from tqdm import tqdm
-
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(to, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], disable=not progress) as bar:
-                while chunk := response.read(1 << 16):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-    except OSError as e:  # URLError and HTTPError are OSErrors
-        to.unlink(missing_ok=True)
-        raise MtbertError(f"{url}: download failed ({e}); give a local copy with --source DIR") from e

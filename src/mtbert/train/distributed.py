@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mtbert.encoder import tune_kernels
 from mtbert.errors import MtbertError
 
 
@@ -72,12 +71,10 @@ class Distributed:
 
 
 def pick_device(use_gpu: bool) -> torch.device:
-    """CUDA for --use_gpu, else the CPU; with the kernel choices of `encoder.tune_kernels`."""
+    """CUDA for --use_gpu, else the CPU."""
     if use_gpu and not torch.cuda.is_available():
         raise MtbertError("--use_gpu: CUDA is not available on this machine")
-    device = torch.device("cuda" if use_gpu else "cpu")
-    tune_kernels(device)
-    return device
+    return torch.device("cuda" if use_gpu else "cpu")
 
 
 def setup(use_gpu: bool) -> Distributed:

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mtbert.encoder import BertEncoder, tune_kernels
-from mtbert.tokenizer import Tokenizer
+from mtbert.accel.kernels import tune_kernels
+from mtbert.model.encoder import BertEncoder
+from mtbert.model.hf import load_encoder
+from mtbert.model.tokenizer import Tokenizer, pad_batch
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -23,7 +25,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def _load(path: str | None, device: str) -> tuple[BertEncoder, Tokenizer]:
     tune_kernels(torch.device(device))
-    return BertEncoder.from_pretrained(path).to(device), Tokenizer.from_pretrained(path)
+    return load_encoder(path).to(device), Tokenizer.from_pretrained(path)
 
 
 @torch.inference_mode()
@@ -49,7 +51,9 @@ def encode(
     ) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            hidden, mask = encoder.encode_padded([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T, H), (B, T)
+            batch, mask = pad_batch([ids[i] for i in chunk], tokenizer.pad_id)  # (B, T) each
+            batch, mask = batch.to(device), mask.to(device)
+            hidden = encoder(batch, mask if not bool(mask.all()) else None)  # (B, T, H); no mask without padding
             out[chunk] = F.normalize(mean_pool(hidden, mask), dim=-1).float().cpu()
             bar.update(len(chunk))
     return out.numpy()

@@ -1,17 +1,13 @@
-"""Optimizers and learning-rate schedules."""
+"""Optimizers: AdamW over the model's parameter groups, and Sophia (SophiaG, SophiaH)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from mtbert.distributed import all_reduce_mean
-
-# What build_scheduler returns: a per-step schedule, or one stepped per epoch with the dev score (plateau).
-Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+from mtbert.train.distributed import all_reduce_mean
 
 
 def build_optimizer(
@@ -47,18 +43,6 @@ def build_optimizer(
     sophia = {"sophiag": SophiaG, "sophiah": SophiaH}[name]
     kwargs = {"betas": (beta1 or 0.965, beta2 or 0.99), "hess_interval": hess_interval}
     return sophia(param_groups, lr=lr, **kwargs, **({"rho": rho} if rho is not None else {}))
-
-
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Scheduler | None:
-    """plateau: halve the lr after an epoch without a better dev score (stepped per epoch with the score);
-    cosine: cosine decay to 0 over `total_steps` optimizer steps (stepped per step); none: constant."""
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-        )
-    return None
 
 
 # --- Sophia (Liu et al., 2023, "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training")

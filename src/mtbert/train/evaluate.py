@@ -1,0 +1,48 @@
+"""Predictions and dev metrics of the multitask model on tokenized task data."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mtbert.data.task_data import TaskData
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tasks import TASKS
+from mtbert.train.precision import autocast
+
+
+@torch.inference_mode()
+def predict(
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
+) -> dict[str, np.ndarray]:
+    """Predictions of every task's rows, all sentences encoded in one length-sorted pass (with a progress bar of
+    the sentences encoded if `progress`)."""
+    if not data:
+        return {}
+    was_training = model.training
+    model.eval()
+    with autocast(model.device, precision):
+        outputs = model({task: d.tokens for task, d in data.items()}, progress)
+    model.train(was_training)
+    return {task: TASKS[task].predict(out.float()).cpu().numpy() for task, out in outputs.items()}
+
+
+def evaluate(
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics keyed "{task}/{metric}" for the labelled tasks, plus "mean" (each mapped to [0, 1]) when all are."""
+    predictions = predict(model, data, precision, progress)
+    metrics: dict[str, float] = {}
+    for task, d in data.items():
+        if d.labels is not None:
+            spec = TASKS[task]
+            metrics[f"{task}/{spec.metric_name}"] = spec.metric(predictions[task], d.labels.numpy())
+    if len(metrics) == len(data):
+        metrics["mean"] = mean_score(metrics)
+    return metrics, predictions
+
+
+def mean_score(metrics: dict[str, float]) -> float:
+    """Model selection score: the mean of the tasks' metrics, Pearson r mapped to (r + 1) / 2."""
+    scores = [TASKS[key.split("/")[0]].unit_score(v) for key, v in metrics.items() if "/" in key]
+    return float(np.mean(scores))

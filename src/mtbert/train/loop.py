@@ -1,0 +1,327 @@
+"""train(cfg): the one training loop, used by the CLI, the tests and every feature that trains."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtbert.config import Config
+from mtbert.data.files import write_predictions
+from mtbert.data.sampler import MultitaskSampler
+from mtbert.data.task_data import TaskData, read_task
+from mtbert.errors import MtbertError
+from mtbert.model.hf import load_encoder
+from mtbert.model.multitask import MultitaskModel, PaddedPasses
+from mtbert.model.tasks import TASKS
+from mtbert.model.tokenizer import Tokenizer
+from mtbert.train import distributed
+from mtbert.train.checkpoint import (
+    RunState,
+    load_model,
+    load_training_state,
+    restore,
+    rng_state,
+    save_model,
+    save_training_state,
+)
+from mtbert.train.distributed import Distributed
+from mtbert.train.evaluate import evaluate, predict
+from mtbert.train.optim import build_optimizer
+from mtbert.train.schedule import Scheduler, build_scheduler
+from mtbert.train.speed import Speed, StepFn
+from mtbert.train.step import train_step
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter  # imported where a run opens it: slow to import
+
+log = logging.getLogger(__name__)
+LOG_EVERY = 10  # optimizer steps between TensorBoard points and progress-bar loss updates
+# --smoketest: one epoch of a few tiny batches, scored on the first dev rows of each task
+SMOKE = {"epochs": 1, "samples_per_epoch": 32, "batch_size": 8}
+SMOKE_ROWS = 32
+
+
+def train(
+    cfg: Config, report: Callable[[dict[str, float]], None] | None = None, speed: Speed | None = None
+) -> dict[str, float]:
+    """Trains the multitask model as `cfg` says; returns the dev metrics of the best epoch.
+
+    After every epoch the dev metrics go to `report` (with "epoch"), TensorBoard and the log; the best model is
+    saved to --save_dir; at the end, dev and test predictions of the best model are written. Under torchrun every
+    process trains on its share of each batch and rank 0 alone evaluates, logs, reports and writes files. With
+    --resume, the full training state is saved every epoch (and every --save_every steps) and a run continues from
+    a saved state. `speed`: the GPU speed modes, `mtbert.accel.speed_for(cfg)` (default: the readable path).
+    """
+    speed = check_speed(cfg, speed)
+    cfg = replace(cfg, **SMOKE) if cfg.smoketest else cfg
+    ddp = distributed.setup(cfg.use_gpu)
+    run = start_run(cfg, ddp, speed)
+    model, state, sampler = run.model, run.state, run.sampler
+    while state.epoch < cfg.epochs:
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.tensor(state.loss_sum, device=ddp.device)  # summed on the device: no sync per step
+        batches = itertools.islice(sampler.epoch(state.epoch), state.batch, None)  # a resumed epoch skips its done part
+        bar = tqdm(batches, initial=state.batch, total=len(sampler), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   unit="step", disable=not ddp.is_main)  # fmt: skip
+        for rows in bar:
+            rows, shares = ddp.shard(rows)  # this process's part of every task's batch
+            if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
+                losses = run.recorded(run.train_data, rows)
+            else:
+                weights = {t: cfg.loss_weights[t] * share for t, share in shares.items()}
+                losses = train_step(run.net, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
+                                    ddp.device, cfg.precision)  # fmt: skip
+            loss_sum += sum(losses.values())
+            if run.scheduler is not None and cfg.scheduler != "plateau":
+                run.scheduler.step()
+            state.step, state.batch = state.step + 1, state.batch + 1
+            if state.step % LOG_EVERY == 0 and run.writer is not None:  # reading losses waits for the device
+                log_step(run.writer, bar, losses, float(run.optimizer.param_groups[0]["lr"]), state.step)
+            if cfg.save_every and state.step % cfg.save_every == 0 and state.batch < len(sampler):
+                state.loss_sum = loss_sum.item()
+                save_state(run)
+
+        epoch_loss = loss_sum.item() / len(sampler)  # waits for the device: the epoch's training time ends here
+        train_seconds = time.perf_counter() - started
+        metrics = {}
+        if ddp.is_main:  # evaluate, keep the best model, report
+            metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
+            seconds = time.perf_counter() - started
+            log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
+            if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
+                state.best_metrics = {**metrics, "epoch": state.epoch + 1}
+                save_model(
+                    run.save_to, model, run.tokenizer, {"config": asdict(cfg), "dev_metrics": state.best_metrics}
+                )
+                write_predictions_of(cfg, "dev", run.dev_data, dev_predictions)
+            if report is not None:
+                report({**metrics, "epoch": state.epoch + 1, "train_loss": epoch_loss, "seconds": seconds,
+                        "train_seconds": train_seconds})  # fmt: skip
+        metrics = ddp.broadcast(metrics)
+        if cfg.scheduler == "plateau":
+            run.scheduler.step(metrics["mean"])
+        state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
+        state.best_metrics = ddp.broadcast(state.best_metrics)
+        if cfg.resume is not None:
+            save_state(run)
+    finish_run(run)
+    distributed.teardown()  # on success only: leaving waits for every rank; after a failure torchrun stops them
+    return state.best_metrics
+
+
+@dataclass
+class Run:
+    """What the loop works with: the model (`model` unwrapped, saved and evaluated; `net` what trains, DDP's
+    wrapper under torchrun), the data, the optimization, where the run stands and where it writes."""
+
+    cfg: Config
+    ddp: Distributed
+    speed: Speed
+    model: MultitaskModel
+    net: torch.nn.Module
+    tokenizer: Tokenizer
+    train_data: dict[str, TaskData]
+    dev_data: dict[str, TaskData]
+    sampler: MultitaskSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler | None
+    state: RunState
+    recorded: StepFn | None  # a replacement of train_step (--graph_steps), or None
+    writer: SummaryWriter | None
+    save_to: Path
+
+
+def start_run(cfg: Config, ddp: Distributed, speed: Speed) -> Run:
+    """Builds the model, reads the data, sets up the optimization, and restores a saved state (--resume)."""
+    if speed.tune is not None:
+        speed.tune(ddp.device)  # before the first kernel runs
+    seed_everything(cfg.seed)  # the same initial weights on every rank
+    model, tokenizer = build_model(cfg)
+    place_model(model, cfg, ddp.device, speed)
+    if ddp.world_size > 1:
+        seed_everything(cfg.seed + ddp.rank)  # but each rank its own dropout masks
+    train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if ddp.is_main else {}
+    sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size,
+                               cfg.seed)  # fmt: skip
+    optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
+    state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
+    saved = load_training_state(cfg.resume) if cfg.resume is not None else None
+    if saved is not None:
+        state = restore(cfg, saved, ddp, model, optimizer, scheduler)
+        log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
+    recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
+    writer = open_tensorboard(cfg, state, resumed=saved is not None) if ddp.is_main else None
+    return Run(cfg, ddp, speed, model, ddp.wrap(model), tokenizer, train_data, dev_data, sampler, optimizer,
+               scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg))  # fmt: skip
+
+
+def finish_run(run: Run) -> None:
+    """Closes TensorBoard; rank 0 writes the best model's test predictions (if this run trained one)."""
+    if run.writer is not None:
+        run.writer.close()
+    if run.ddp.is_main and run.state.best_metrics:
+        log.info("best epoch %d saved to %s", run.state.best_metrics["epoch"], run.save_to)
+        write_test_predictions(run)
+
+
+def save_state(run: Run) -> None:
+    """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
+    rngs = run.ddp.gather(rng_state())
+    if run.ddp.is_main:
+        scheduler = run.scheduler.state_dict() if run.scheduler is not None else None
+        state = {"config": asdict(run.cfg), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                 "scheduler": scheduler, "run": asdict(run.state), "rng": rngs}  # fmt: skip
+        save_training_state(run.cfg.resume, state)
+
+
+def check_speed(cfg: Config, speed: Speed | None) -> Speed:
+    """The run's speed modes: `speed`, or the readable path, which a run that asks for a GPU mode must not get."""
+    if speed is not None:
+        return speed
+    asked = [f"--{name}" for name in ("unpad", "graph_steps") if getattr(cfg, name)]
+    asked += [f"--torch_compile {cfg.torch_compile}"] if cfg.torch_compile != "off" else []
+    if asked:
+        raise MtbertError(f"{', '.join(asked)}: speed modes of mtbert.accel; train(cfg, speed=speed_for(cfg))")
+    return Speed()
+
+
+def task_file(cfg: Config, task: str, split: str) -> Path:
+    """The file of a task's split: its --{task}_{split} flag, or the default name inside --data_dir."""
+    given = getattr(cfg, f"{task}_{split}")
+    return Path(given) if given is not None else Path(cfg.data_dir) / TASKS[task].files[split]
+
+
+def read_dev(cfg: Config, task: str, tokenizer: Tokenizer) -> TaskData:
+    """A task's dev data (--smoketest: its first rows)."""
+    data = read_task(task_file(cfg, task, "dev"), task, tokenizer)
+    return data.head(SMOKE_ROWS) if cfg.smoketest else data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
+    """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
+    if cfg.checkpoint is not None:
+        model, tokenizer, _ = load_model(cfg.checkpoint, cfg.hidden_dropout_prob)
+        missing = set(cfg.tasks) - set(model.heads)
+        if missing:
+            raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
+    else:
+        encoder = load_encoder(cfg.model)
+        tokenizer = Tokenizer.from_pretrained(cfg.model)
+        model = MultitaskModel(encoder, cfg.tasks, cfg.hidden_dropout_prob, pad_id=tokenizer.pad_id)
+    set_dropout(model, cfg.hidden_dropout_prob)
+    tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
+    return model, tokenizer
+
+
+def set_dropout(model: MultitaskModel, p: float) -> None:
+    """--hidden_dropout_prob sets the encoder's dropout as well as the heads'. (A model reloaded for predictions
+    gets it too: a compiled encoder would otherwise be compiled again for the other probability.)"""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
+def place_model(model: MultitaskModel, cfg: Config, device: torch.device, speed: Speed) -> None:
+    """Moves the model to the run's device, sets how it encodes (--chunk_tokens, then the speed modes), and with
+    --option pretrain freezes the encoder."""
+    model.to(device)
+    model.passes = PaddedPasses(cfg.chunk_tokens)
+    if speed.prepare is not None:
+        speed.prepare(model)
+    if cfg.option == "pretrain":
+        model.encoder.requires_grad_(False)
+
+
+def run_name(cfg: Config) -> str:
+    """The saved model's folder name, as the original project named its model file."""
+    return f"{cfg.option}-{cfg.epochs}-{cfg.learning_rate}-{cfg.optimizer}-{cfg.scheduler}-multitask"
+
+
+def log_name(cfg: Config) -> str:
+    return f"{run_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_optimization(
+    cfg: Config, model: MultitaskModel, total_steps: int
+) -> tuple[torch.optim.Optimizer, Scheduler | None]:
+    """The optimizer (--optimizer, its hyper-parameters, the heads at --head_lr) and the lr schedule (--scheduler)."""
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.learning_rate
+    betas_rho = {"beta1": cfg.beta1, "beta2": cfg.beta2, "rho": cfg.rho, "hess_interval": cfg.hess_interval}
+    optimizer = build_optimizer(
+        cfg.optimizer, model, model.heads, cfg.learning_rate, head_lr, cfg.weight_decay, **betas_rho
+    )
+    return optimizer, build_scheduler(cfg.scheduler, optimizer, total_steps)
+
+
+def open_tensorboard(cfg: Config, state: RunState, resumed: bool) -> SummaryWriter:
+    """The run's TensorBoard writer (rank 0), with the config as text; a resumed run drops points after its step."""
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+    writer = SummaryWriter(state.logdir, purge_step=state.step + 1 if resumed else None)
+    writer.add_text("config", str(asdict(cfg)))
+    return writer
+
+
+def log_step(writer: SummaryWriter, bar: tqdm, losses: dict[str, torch.Tensor], lr: float, step: int) -> None:
+    """Each task's weighted loss and the lr to TensorBoard, their sum to the progress bar (waits for the device)."""
+    values = {t: v.item() for t, v in losses.items()}
+    bar.set_postfix(loss=f"{sum(values.values()):.3f}")
+    for t, v in values.items():
+        writer.add_scalar(f"train_loss/{t}", v, step)
+    writer.add_scalar("lr", lr, step)
+
+
+def log_epoch(
+    writer: SummaryWriter, epoch: int, epochs: int, metrics: dict[str, float], train_s: float, total_s: float
+) -> None:
+    """An epoch's dev metrics to TensorBoard and the log, with its training and evaluation time."""
+    for key, value in metrics.items():
+        writer.add_scalar(f"dev/{key}", value, epoch)
+    scores = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+    log.info("epoch %d/%d: %s (training %.1f s, evaluation %.1f s)", epoch, epochs, scores, train_s, total_s - train_s)
+
+
+def write_test_predictions(run: Run) -> None:
+    """Test predictions of the best model, read back from where it was saved. A task without a test file is left
+    out with a warning (--smoketest: predicted on its first dev rows instead, to try the set-up)."""
+    cfg = run.cfg
+    model, tokenizer, _ = load_model(run.save_to)
+    set_dropout(model, cfg.hidden_dropout_prob)
+    place_model(model, cfg, run.ddp.device, run.speed)
+    test_data = {}
+    for t in cfg.tasks:
+        path = task_file(cfg, t, "test")
+        if path.is_file():
+            test_data[t] = read_task(path, t, tokenizer, require_labels=False)
+        elif cfg.smoketest:
+            log.warning("%s: no such file; --smoketest writes %s test predictions of dev rows", path, t)
+            test_data[t] = read_dev(cfg, t, tokenizer)
+        else:
+            log.warning("%s: no such file, so no %s test predictions", path, t)
+    write_predictions_of(cfg, "test", test_data, predict(model, test_data, cfg.precision, progress=True))
+
+
+def write_predictions_of(cfg: Config, split: str, data: dict[str, TaskData], predictions: dict[str, np.ndarray]):
+    """Writes predictions to the original project's files, named by the --{task}_{split}_out flags."""
+    for t, preds in predictions.items():
+        out = getattr(cfg, f"{t}_{split}_out")
+        write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, preds)
+        log.info("wrote %s", out)

@@ -1,0 +1,98 @@
+"""One optimizer step of multitask training: forward under autocast, the weighted task losses, Sophia's Hessian
+refresh, backward, clipping, the update."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from mtbert.data.task_data import TaskData
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tasks import TASKS
+from mtbert.train.optim import Sophia, SophiaG, SophiaH
+from mtbert.train.precision import autocast
+
+
+def compute_losses(
+    model: MultitaskModel, data: dict[str, TaskData], rows: dict[str, np.ndarray], device: torch.device | str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
+    the encoder together."""
+    batch, labels = step_batch(data, rows)
+    outputs = {t: out.float() for t, out in model(batch).items()}
+    return task_losses(outputs, {t: y.to(device, non_blocking=True) for t, y in labels.items()}), outputs
+
+
+def step_batch(
+    data: dict[str, TaskData], rows: dict[str, np.ndarray]
+) -> tuple[dict[str, list[list[list[int]]]], dict[str, torch.Tensor]]:
+    """The batches `rows` of each task: its token-id lists per text column, and its labels (on the host)."""
+    batch = {t: data[t].rows(index) for t, index in rows.items()}
+    return batch, {t: data[t].labels[index] for t, index in rows.items()}
+
+
+def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each task's mean loss: its head's output (float32) against its labels (on the same device)."""
+    return {t: TASKS[t].loss(out, labels[t]) for t, out in outputs.items()}
+
+
+def descend(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
+    """Backward, the gradients' norm clipped to `clip` (if above 0), the optimizer's update; gradients released."""
+    loss.backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(
+    net: nn.Module,
+    model: MultitaskModel,
+    optimizer: torch.optim.Optimizer,
+    data: dict[str, TaskData],
+    rows: dict[str, np.ndarray],
+    weights: dict[str, float],
+    clip: float,
+    device: torch.device | str,
+    precision: str = "auto",
+) -> dict[str, torch.Tensor]:
+    """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
+    times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
+    losses (not synchronised)."""
+    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
+    twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
+    with twice, autocast(device, precision):
+        losses, outputs = compute_losses(net, data, rows, device)
+    losses = {t: weights[t] * v for t, v in losses.items()}
+    loss = sum(losses.values())
+    if refresh:
+        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
+    descend(loss, model, optimizer, clip)
+    return {t: v.detach() for t, v in losses.items()}
+
+
+@contextlib.contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Hutchinson's estimate differentiates the forward pass twice, which only SDPA's math kernel and an eager
+    encoder (not compiled, see --torch_compile) can do."""
+    with sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
+        yield
+
+
+def hessian_loss(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, outputs: dict[str, torch.Tensor], weights: dict[str, float]
+) -> torch.Tensor:
+    """The loss Sophia estimates the Hessian from: the training loss (SophiaH), or each task's loss against labels
+    sampled from the model's predictions, summed and divided by sqrt(batch size) (SophiaG, Gauss-Newton-Bartlett).
+
+    SophiaG scales task t's sampled loss by sqrt(w_t): the squared gradient's cross-task terms vanish in expectation
+    (sampled labels give zero-mean gradients), so its expectation is sum_t w_t GN_t, the Gauss-Newton matrix of the
+    weighted loss."""
+    if not isinstance(optimizer, SophiaG):
+        return loss
+    return sum(weights[t] ** 0.5 * TASKS[t].sampled_loss(out).sum() / len(out) ** 0.5 for t, out in outputs.items())
