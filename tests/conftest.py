@@ -33,6 +33,15 @@ WORDS = (
 ).split()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked gpu run where CUDA is, and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
 def encoder_batch(B: int = 13, T: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
     """Random token ids (B, T) of the tiny vocabulary, right-padded to random lengths, and their mask."""
     g = torch.Generator().manual_seed(1)

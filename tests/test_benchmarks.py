@@ -1,6 +1,6 @@
 """The benchmarks still run (they import training internals and drift when those change): each on a few steps of
-the first rows of the real data files and the packaged MiniLM, printing its JSON line. Their numbers are for the
-README, not checked here."""
+the first rows of the real data files and the packaged MiniLM, printing its JSON line. Their timings are for
+docs/speed.md, not checked here; graph_steps_check's verdict is."""
 
 import json
 import subprocess
@@ -37,6 +37,7 @@ def first_rows(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
     args, key = BENCHMARKS[script]
@@ -48,3 +49,18 @@ def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert key in result, result
+    if name == "graph_steps_check.py":  # its verdict: the recorded (here: unrecorded) steps equal the eager ones
+        assert result["same"] is True, result
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_recorded_cuda_graph_steps_equal_eager_steps(first_rows: Path, tmp_path: Path) -> None:
+    """On CUDA, --graph_steps records whole steps as CUDA graphs: 20 replayed steps give the eager steps' losses
+    and weights (graph_steps_check.py exits 1 otherwise)."""
+    argv = [sys.executable, str(REPO / "benchmarks" / "graph_steps_check.py"), "--device", "cuda",
+            "--data_dir", str(first_rows), "--batch_size", "8"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["recorded"] is True and result["same"] is True, result

@@ -37,6 +37,7 @@ def torchrun(cfg: Config) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path):
     # no dropout anywhere (ranks draw different masks): the checkpoint's attention dropout off too
     model = tmp_path / "tiny-bert-no-dropout"
@@ -64,6 +65,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_ch
     assert (tmp_path / "two" / "sst-test-output.csv").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sophiag", "sophiah"])
 def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path, optimizer: str):
     """The Hessian estimates are averaged over the ranks (a Hutchinson or GNB draw per rank, so not equal to one

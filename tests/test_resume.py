@@ -27,6 +27,7 @@ def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters_and_metrics(cfg: Config, tmp_path: Path) -> None:
     whole = replace(cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
     done = run_child(whole)

@@ -148,6 +148,7 @@ def test_damaged_model_folder_is_a_clear_error(cfg: Config, tmp_path: Path) -> N
         load_model(tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_real_data_short_run_with_packaged_minilm(data_dir: Path, tmp_path: Path) -> None:
     """Two steps on the real files with the packaged MiniLM: the whole pipeline, and STS already near zero-shot."""
     cfg = Config(

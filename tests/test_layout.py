@@ -1,0 +1,100 @@
+"""The package's imports flow one way: model <- data <- train <- accel <- lab/serve <- cli, with no cycle."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mtbert"
+# Each part of the package and the parts it may import (besides itself and the leaves errors and config).
+LAYERS = {
+    "errors": set(),
+    "config": {"errors"},
+    "model": set(),
+    "data": {"model"},
+    "train": {"model", "data"},
+    "accel": {"model", "data", "train"},
+    "lab": {"model", "data", "train", "accel"},
+    "serve": {"model", "data", "train", "accel"},
+    "cli": {"model", "data", "train", "accel", "lab", "serve"},
+    "__main__": {"cli"},
+    "__init__": {"model", "serve"},
+}
+LEAVES = {"errors", "config"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The mtbert modules a file imports, at any depth of the file (function-level imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mtbert"):
+            for alias in node.names:  # `from mtbert.train import distributed` imports a module
+                sub = f"{node.module}.{alias.name}"
+                is_module = (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").is_file()
+                found.add(sub if is_module else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mtbert")}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def part(module: str) -> str:
+    """mtbert.train.loop -> train; mtbert.cli -> cli; mtbert -> __init__."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_part_is_known() -> None:
+    assert {part(m) for m in graph()} <= set(LAYERS)
+
+
+def test_imports_flow_one_way() -> None:
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if part(target) != part(module) and part(target) not in LAYERS[part(module)] | LEAVES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_model_data_and_train_never_import_accel() -> None:
+    assert not [m for m, targets in graph().items() if part(m) in ("model", "data", "train") and
+                any(part(t) == "accel" for t in targets)]  # fmt: skip
+
+
+def test_the_encoder_imports_only_torch() -> None:
+    assert imports(PACKAGE / "model" / "encoder.py") == set()
+
+
+def test_no_import_cycle() -> None:
+    edges = graph()
+    edges = {m: {t for t in targets if t in edges} for m, targets in edges.items()}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            pytest.fail("import cycle: " + " -> ".join(path[path.index(module) :] + [module]))
+        if module in done:
+            return
+        for target in sorted(edges[module]):
+            visit(target, path + [module])
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, [])
+
+
+def test_the_checks_catch_a_wrong_way_import(tmp_path: Path) -> None:
+    """The walker sees function-level imports (as a hidden cycle would use)."""
+    file = tmp_path / "x.py"
+    file.write_text("def f():\n    from mtbert.accel.passes import ShapedPasses\n")
+    assert imports(file) == {"mtbert.accel.passes"}
