@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-SHARED_DATA := ../shared/data
+# Where `make` takes the data sets from: a local copy at ../shared/data when there is one, else a download from
+# the original project's repository (once; `make train DATA_SOURCE=DIR` points it at a local copy instead).
+SHARED_DATA ?= ../shared/data
+DATA_SOURCE ?= $(if $(wildcard $(SHARED_DATA)/*.csv),$(SHARED_DATA),)
+DATA_DIR ?= data
 # torch is pinned in the same pip command: an unpinned torch pulls a multi-GB CUDA build on this machine.
 TORCH := torch==2.13.0
 
@@ -15,24 +19,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q $(TORCH) -e '.[test]'
 	touch $(STAMP)
 
-# Copies and validates the data sets from ../shared/data when that folder exists.
+# Copies (or downloads) the data sets into $(DATA_DIR), validating every file.
 data: $(STAMP)
-	@if [ -d $(SHARED_DATA) ]; then $(PY) -m mtbert data fetch --source $(SHARED_DATA) --dest data; \
-	else echo "no $(SHARED_DATA): run '$(PY) -m mtbert data fetch' to download the data into data/"; fi
+	@if [ -n "$(DATA_SOURCE)" ]; then $(PY) -m mtbert data fetch --source $(DATA_SOURCE) --dest $(DATA_DIR); \
+	elif [ ! -f $(DATA_DIR)/.fetched ]; then $(PY) -m mtbert data fetch --dest $(DATA_DIR) && touch $(DATA_DIR)/.fetched; fi
 
-# The short default: about 5 minutes on 2 CPU cores with bf16 instructions, 11 without (README, Results). The STS
-# loss counts 3 times: STS r 0.881 where weight 1 gave 0.877. `make train OPTIMIZER=sophiah` (or sophiag) trains
-# the same default with Sophia, at its own default learning rate.
+# The short default (README, Results; docs/experiments.md for why the STS loss counts 3 times). `make train
+# OPTIMIZER=sophiah` (or sophiag) trains the same default with Sophia, at its own default learning rate.
 OPTIMIZER ?= adamw
 TRAIN_ARGS ?= --epochs 4 --samples_per_epoch 3000 --head_lr 1e-3 --hidden_dropout_prob 0.1 --sts_loss_weight 3 \
 	--batch_size 64
 
 # glibc raises its mmap threshold as large blocks are freed, so activations of changing shapes pile up on a
-# fragmenting heap; a fixed 4 MiB threshold lowers the peak RSS of this default from 2.85 to 2.76 GiB at the same
-# speed (README, Speed).
+# fragmenting heap; a fixed 4 MiB threshold keeps the peak memory lower at the same speed (docs/speed.md).
 train: data
-	MALLOC_MMAP_THRESHOLD_=4194304 $(PY) -m mtbert train --data_dir data --optimizer $(OPTIMIZER) $(TRAIN_ARGS)
+	MALLOC_MMAP_THRESHOLD_=4194304 $(PY) -m mtbert train --data_dir $(DATA_DIR) --optimizer $(OPTIMIZER) $(TRAIN_ARGS)
 
+# Every tier this machine can run; `$(PY) -m pytest -m "not slow"` is the quick one.
 test: data
 	$(PY) -m pytest -q
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from mtbert.data.files import read_examples
 from mtbert.data.sampler import MultitaskSampler
 from mtbert.model.tasks import TASKS
 
-from .conftest import write_csv
+from .conftest import REPO, write_csv
 
 STS_HEADER = ["id", "sentence1", "sentence2", "similarity"]
 
@@ -116,3 +117,54 @@ def test_fetch_downloads_from_a_url(tmp_path, toy_data) -> None:
     assert written == [tmp_path / "out" / "sts-train.csv"]
     with pytest.raises(ValueError, match="download failed"):
         fetch({"absent.csv": read_sts}, toy_data.as_uri(), tmp_path / "out", progress=False)
+
+
+@pytest.fixture()
+def http_data(toy_data):
+    """The toy data files (and a Quora test file) served over HTTP on 127.0.0.1: (base URL of data/, request log)."""
+    import functools
+    import http.server
+    import threading
+
+    write_csv(toy_data / "quora-test-student.csv", ["id", "sentence1", "sentence2"], [("q0", "a cat", "a dog")])
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args) -> None:
+            requests.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(toy_data.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/{toy_data.name}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_data_fetch_downloads_every_file_over_http(tmp_path, http_data, capsys) -> None:
+    url, requests = http_data
+    main(["data", "fetch", "--source", url, "--dest", str(tmp_path / "out")])
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(names) == 9 and "quora-test-student.csv" in names
+    assert len(requests) == 9 and capsys.readouterr().out.count("ok ") == 9
+
+
+def test_make_fetches_the_data_when_there_is_no_local_copy(tmp_path, http_data) -> None:
+    """`make data` without ../shared/data downloads the files once (here from a local server standing in for the
+    original project's repository) and validates them; offline it stops with one line on how to use a local copy."""
+    url, requests = http_data
+    out = tmp_path / "out"
+    make = ["make", "-s", "-C", str(REPO), "data", "STAMP=", f"PY={sys.executable}", f"SHARED_DATA={tmp_path}/none",
+            f"DATA_DIR={out}"]  # fmt: skip
+    env = {**os.environ, "MTBERT_DATA_URL": url}  # the default source, moved to the local server
+    for _ in range(2):  # the second run finds the data fetched
+        done = subprocess.run(make, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("*.csv"))) == 9 and len(requests) == 9
+    env["MTBERT_DATA_URL"] = "http://127.0.0.1:9/data"  # nothing listens there
+    offline = subprocess.run([*make, f"DATA_DIR={tmp_path}/out2"], capture_output=True, text=True, timeout=120,
+                             env=env)  # fmt: skip
+    assert offline.returncode != 0
+    errors = [line for line in offline.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "download failed" in errors[0] and "--source DIR" in errors[0], offline.stderr
+    assert "Traceback" not in offline.stderr

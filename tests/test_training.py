@@ -16,7 +16,7 @@ from mtbert.train.checkpoint import load_model, save_model
 from mtbert.train.evaluate import evaluate
 from mtbert.train.loop import build_model, task_file, train
 
-from .conftest import run_paths
+from .conftest import run_paths, toy_config
 
 
 def dev_metrics(cfg: Config) -> dict[str, float]:
@@ -162,3 +162,46 @@ def test_real_data_short_run_with_packaged_minilm(data_dir: Path, tmp_path: Path
     assert set(best) == {"sst/accuracy", "para/accuracy", "sts/pearson", "mean", "epoch"}
     assert best["sts/pearson"] > 0.8 and best["para/accuracy"] > 0.6
     assert len(Path(cfg.sst_test_out).read_text().splitlines()) == 2211
+
+
+def test_smoketest_trains_one_short_epoch_and_writes_all_six_prediction_files(cfg: Config) -> None:
+    history: list[dict[str, float]] = []
+    train(replace(cfg, smoketest=True, tensorboard_subfolder="smoke"), report=history.append)
+    assert len(history) == 1  # one epoch, whatever --epochs says
+    folder = Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask"
+    assert (folder / "mtbert.json").is_file()
+    assert json.loads((folder / "mtbert.json").read_text())["config"]["batch_size"] == 8
+    for t in ("sst", "para", "sts"):
+        for split in ("dev", "test"):
+            assert Path(getattr(cfg, f"{t}_{split}_out")).is_file(), (t, split)
+    # the toy data has no Quora test file: its test predictions are of the dev rows
+    assert len(Path(cfg.para_test_out).read_text().splitlines()) == 1 + 6
+    assert Path(cfg.sts_test_out).read_bytes().startswith(b"id \t Predicted_Similiary \n")  # the original's header
+    assert [p.name for p in (Path(cfg.logdir) / "smoke").iterdir()][0].startswith("finetune-1-0.003-adamw-none")
+
+
+def test_smoketest_scores_only_the_first_dev_rows(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> None:
+    lines = (toy_data / "ids-sst-dev.csv").read_text().splitlines()
+    (toy_data / "ids-sst-dev.csv").write_text("\n".join(lines[:1] + lines[1:] * 6) + "\n")  # 48 rows
+    cfg = toy_config(tmp_path, toy_data, tiny_checkpoint, smoketest=True, sst=True)
+    train(cfg)
+    assert len(Path(cfg.sst_dev_out).read_text().splitlines()) == 1 + 32
+
+
+def test_evaluate_scores_the_files_its_flags_name(cfg: Config, capsys, tmp_path: Path) -> None:
+    train(replace(cfg, epochs=1))
+    folder = str(Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sts = elsewhere / "my-sts.csv"
+    sts.write_text((Path(cfg.data_dir) / "sts-dev.csv").read_text())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["evaluate", "--checkpoint", folder, "--data_dir", str(empty), "--precision", "fp32"]
+    with pytest.raises(SystemExit) as e:  # no files in --data_dir
+        main(args)
+    assert e.value.code == 2 and "empty/ids-sst-dev.csv: no such file" in capsys.readouterr().err
+    main([*args, "--sst_dev", str(Path(cfg.data_dir) / "ids-sst-dev.csv"), "--para_dev",
+          str(Path(cfg.data_dir) / "quora-dev.csv"), "--sts_dev", str(sts)])  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"sst/accuracy", "para/accuracy", "sts/pearson", "mean"}

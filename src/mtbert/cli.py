@@ -63,13 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data set commands").add_subparsers(dest="data_command", required=True)
     fetch = data.add_parser("fetch", help="download the CS224N CSV files (or copy a local mirror) and validate them")
-    fetch.add_argument("--source", default=None, help="URL or folder to fetch from (default: the course's GitHub)")
+    fetch.add_argument(
+        "--source",
+        default=None,
+        help="URL or folder to fetch from (default: the original project's data/ folder on GitHub; "
+        "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
+    )
     fetch.add_argument("--dest", default="data", help="folder to write to")
     return parser
 
 
 def package_version() -> str:
-    """The installed package's version; a source tree run with PYTHONPATH=src (the GPU machine) has none."""
+    """The installed package's version; a source tree run with PYTHONPATH=src has none."""
     try:
         return version("mtbert")
     except PackageNotFoundError:

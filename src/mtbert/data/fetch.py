@@ -14,8 +14,9 @@ from mtbert.errors import MtbertError
 
 log = logging.getLogger(__name__)
 
-# The course's public copies of the data sets (Stanford CS224N minBERT default final project).
-PUBLIC_DATA_URL = "https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data"
+# The original project's data files (the Göttingen DNLP "Multitask BERT" repository's data/ folder); the CS224N
+# release (https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data) has other test files.
+PUBLIC_DATA_URL = "https://raw.githubusercontent.com/token-tricksters/deep-learning-nlp/main/data"
 
 
 def fetch(
@@ -27,7 +28,7 @@ def fetch(
     from a local mirror is skipped with a warning (some mirrors lack the Quora test file).
     """
     dest.mkdir(parents=True, exist_ok=True)
-    src = source or PUBLIC_DATA_URL
+    src = source or os.environ.get("MTBERT_DATA_URL") or PUBLIC_DATA_URL  # the variable names a mirror
     is_url = "://" in src
     written = []
     with tempfile.TemporaryDirectory(dir=dest, prefix=".fetch-") as staging:
@@ -63,4 +64,7 @@ def _download(url: str, to: Path, progress: bool) -> None:
                     bar.update(len(chunk))
     except OSError as e:  # URLError and HTTPError are OSErrors
         to.unlink(missing_ok=True)
-        raise MtbertError(f"{url}: download failed ({e}); give a local copy with --source DIR") from e
+        raise MtbertError(
+            f"{url}: download failed ({e}); to use a local copy of the data: mtbert data fetch --source DIR "
+            "(make train DATA_SOURCE=DIR)"
+        ) from e
