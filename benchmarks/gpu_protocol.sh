@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of the speed issue (#4) in one call of at most BUDGET seconds (default 560), planned for about 8
-# minutes on an H100; checks are in order of importance, and those left when time runs out are skipped:
-#   ../shared/tools/prepare-device-carry.sh          # here: writes .carry/ (the fp16 MiniLM and the data)
-#   benchmarks/gpu_protocol.sh "$OUT"                 # there, from the repository root, with carry=['.carry']
-# (the device tool's run: one call, timeout_s 600; the logs come back under files_at).
+# The GPU speed checks (docs/speed.md) in one run of at most BUDGET seconds (default 560), planned for about 8
+# minutes on an H100; checks are in order of importance, and those left when time runs out are skipped. It expects
+# .carry/minilm (a MiniLM checkpoint folder) and .carry/data (the data files) in the repository root:
+#   benchmarks/gpu_protocol.sh OUT_DIR
 # Each check has its own time limit and its own log in OUT_DIR; a failed one does not stop the rest.
-# (The checks of the training and DDP issues, run on an H100 on 2026-11-26, are in the git history of this file.)
 # DRY_RUN=1 benchmarks/gpu_protocol.sh OUT_DIR: every check on this machine's CPU with a few steps each, each check
 # allowed 600 s (15 to 17 minutes in all on 2 cores), to try the script out before spending device time on it.
 set -u

@@ -4,8 +4,7 @@
 
 Each non-empty line of GRID (# starts a comment) holds training flags, added to the common ones; a later flag
 overrides an earlier one. Every run prints one JSON line {"flags", "best", "epochs", "seconds"}, so a grid
-can be run where the GPU is and read back. (The hyper-parameter search issue brings Ray Tune + Optuna; this is
-the plain grid.)
+can be run where the GPU is and read back.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import shlex
 import sys
 import time
 
+from mtbert.accel.modes import speed_for
 from mtbert.cli import train_parser
 from mtbert.config import config_from_args
 from mtbert.train.loop import train
@@ -33,7 +33,7 @@ def main() -> None:
         cfg = config_from_args(parser, parser.parse_args(argv))
         started = time.perf_counter()
         history: list[dict[str, float]] = []
-        best = train(cfg, report=history.append)
+        best = train(cfg, report=history.append, speed=speed_for(cfg))
         epochs = [{k: round(v, 4) for k, v in h.items() if "/" in k} for h in history]
         seconds = round(time.perf_counter() - started, 1)
         print(json.dumps({"flags": flags, "best": best, "epochs": epochs, "seconds": seconds}), flush=True)

@@ -59,12 +59,12 @@ def real_data_dir() -> Path:
     raise FileNotFoundError("no data: run `make data` (copies ../shared/data) or `mtbert data fetch`")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def data_dir() -> Path:
     return real_data_dir()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny `transformers.BertModel` saved as a Hugging Face checkpoint folder, with a small vocabulary."""
     from transformers import BertConfig, BertModel
