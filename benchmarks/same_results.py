@@ -31,7 +31,7 @@ from mtbert.model.tokenizer import pad_batch
 ours_step = training.train_step
 
 
-def plain_step(net, model, optimizer, data, rows, weights, clip, device, precision) -> dict[str, torch.Tensor]:
+def plain_step(ddp_model, model, optimizer, data, rows, weights, clip, device, precision) -> dict[str, torch.Tensor]:
     del precision  # the loop before the speed work: float32 throughout
     losses = {}
     for t, index in rows.items():

@@ -14,11 +14,11 @@ from mtbert.data.task_data import TaskData
 from mtbert.errors import MtbertError
 from mtbert.model.multitask import MultitaskModel, batch_sentences, batch_sizes
 from mtbert.train.precision import autocast
-from mtbert.train.step import descend, step_batch, task_losses
+from mtbert.train.step import backward_and_update, step_batch, task_losses
 
 
 @dataclass
-class StepShape:
+class RecordedShape:
     """One shape of training step: its tensors on the device, which each step of the shape overwrites, and its
     CUDA graph once recorded."""
 
@@ -67,7 +67,7 @@ class GraphSteps:
                 group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32).to(self.device)
                 group["capturable"] = True
         self.pool = torch.cuda.graph_pool_handle() if self.record else None
-        self.shapes: dict[tuple, StepShape] = {}
+        self.shapes: dict[tuple, RecordedShape] = {}
 
     def __call__(self, data: dict[str, TaskData], rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One optimizer step on the batches `rows`; returns the weighted losses (not synchronised)."""
@@ -79,7 +79,7 @@ class GraphSteps:
         key = (*inputs.ids.shape, inputs.padded, tokens, groups, *((t, *n) for t, n in sizes.items()))
         shape = self.shapes.get(key)
         if shape is None:
-            shape = self.shapes[key] = StepShape(
+            shape = self.shapes[key] = RecordedShape(
                 inputs.to(self.device), {t: y.to(self.device) for t, y in labels.items()}
             )
             losses = self._first(shape, sizes)
@@ -95,7 +95,7 @@ class GraphSteps:
                 losses = self._step(shape, sizes)
         return dict(zip(rows, losses.unbind(), strict=True))
 
-    def _first(self, shape: StepShape, sizes: dict[str, list[int]]) -> torch.Tensor:
+    def _first(self, shape: RecordedShape, sizes: dict[str, list[int]]) -> torch.Tensor:
         """The first step of a shape: run eagerly, then (on CUDA) recorded into its graph."""
         if not self.record:
             return self._step(shape, sizes)
@@ -115,11 +115,11 @@ class GraphSteps:
                               "train without --graph_steps") from e  # fmt: skip
         return losses
 
-    def _step(self, shape: StepShape, sizes: dict[str, list[int]]) -> torch.Tensor:
+    def _step(self, shape: RecordedShape, sizes: dict[str, list[int]]) -> torch.Tensor:
         """train_step's computation on the shape's device tensors; returns the weighted losses (tasks,)."""
         with autocast(self.device, self.precision, cache=False):
             outputs = self.model.apply_heads(self.passes.run(self.model, shape.inputs), sizes)
         losses = task_losses({t: out.float() for t, out in outputs.items()}, shape.labels)
         weighted = torch.stack([self.weights[t] * loss for t, loss in losses.items()])  # (tasks,)
-        descend(weighted.sum(), self.model, self.optimizer, self.clip)
+        backward_and_update(weighted.sum(), self.model, self.optimizer, self.clip)
         return weighted.detach()

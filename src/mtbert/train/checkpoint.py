@@ -122,7 +122,7 @@ RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad",
 def restore(
     cfg: Config,
     saved: dict,
-    ddp: Distributed,
+    world: Distributed,
     model: MultitaskModel,
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler | None,
@@ -130,16 +130,16 @@ def restore(
     """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
     returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
     check_resumable(cfg, saved["config"], cfg.resume)
-    if len(saved["rng"]) != ddp.world_size:  # every process continues its own random streams
+    if len(saved["rng"]) != world.world_size:  # every process continues its own random streams
         raise MtbertError(
-            f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {ddp.world_size}; "
+            f"--resume {cfg.resume}: saved by {len(saved['rng'])} process(es), resumed by {world.world_size}; "
             "resume with the same number of processes"
         )
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(saved["scheduler"])
-    set_rng_state(saved["rng"][ddp.rank])
+    set_rng_state(saved["rng"][world.rank])
     return RunState(**saved["run"])
 
 

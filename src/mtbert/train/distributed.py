@@ -39,12 +39,12 @@ class Distributed:
         reach still computes that task on the batch's first row, with weight 0: every rank then runs the same
         modules, as DDP needs, and adds nothing.
         """
-        shares, weights = {}, {}
+        parts, weights = {}, {}
         for t, r in rows.items():
             share = r[self.rank :: self.world_size]
-            shares[t] = share if len(share) else r[:1]
+            parts[t] = share if len(share) else r[:1]
             weights[t] = len(share) * self.world_size / len(r)
-        return shares, weights
+        return parts, weights
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """The model in DistributedDataParallel (which all-reduces gradients in backward) under torchrun, or as is."""

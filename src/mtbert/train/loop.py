@@ -64,24 +64,24 @@ def train(
     """
     speed = check_speed(cfg, speed)
     cfg = replace(cfg, **SMOKE) if cfg.smoketest else cfg
-    ddp = distributed.setup(cfg.use_gpu)
-    run = start_run(cfg, ddp, speed)
+    world = distributed.setup(cfg.use_gpu)
+    run = start_run(cfg, world, speed)
     model, state, sampler = run.model, run.state, run.sampler
     while state.epoch < cfg.epochs:
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.tensor(state.loss_sum, device=ddp.device)  # summed on the device: no sync per step
+        loss_sum = torch.tensor(state.loss_sum, device=world.device)  # summed on the device: no sync per step
         batches = itertools.islice(sampler.epoch(state.epoch), state.batch, None)  # a resumed epoch skips its done part
         bar = tqdm(batches, initial=state.batch, total=len(sampler), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   unit="step", disable=not ddp.is_main)  # fmt: skip
+                   unit="step", disable=not world.is_main)  # fmt: skip
         for rows in bar:
-            rows, shares = ddp.shard(rows)  # this process's part of every task's batch
+            rows, share_weights = world.shard(rows)  # this process's part of every task's batch
             if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
                 losses = run.recorded(run.train_data, rows)
             else:
-                weights = {t: cfg.loss_weights[t] * share for t, share in shares.items()}
-                losses = train_step(run.net, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
-                                    ddp.device, cfg.precision)  # fmt: skip
+                weights = {t: cfg.loss_weights[t] * share for t, share in share_weights.items()}
+                losses = train_step(run.ddp_model, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
+                                    world.device, cfg.precision)  # fmt: skip
             loss_sum += sum(losses.values())
             if run.scheduler is not None and cfg.scheduler != "plateau":
                 run.scheduler.step()
@@ -95,7 +95,7 @@ def train(
         epoch_loss = loss_sum.item() / len(sampler)  # waits for the device: the epoch's training time ends here
         train_seconds = time.perf_counter() - started
         metrics = {}
-        if ddp.is_main:  # evaluate, keep the best model, report
+        if world.is_main:  # evaluate, keep the best model, report
             metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
             seconds = time.perf_counter() - started
             log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
@@ -108,11 +108,11 @@ def train(
             if report is not None:
                 report({**metrics, "epoch": state.epoch + 1, "train_loss": epoch_loss, "seconds": seconds,
                         "train_seconds": train_seconds})  # fmt: skip
-        metrics = ddp.broadcast(metrics)
+        metrics = world.broadcast(metrics)
         if cfg.scheduler == "plateau":
             run.scheduler.step(metrics["mean"])
         state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
-        state.best_metrics = ddp.broadcast(state.best_metrics)
+        state.best_metrics = world.broadcast(state.best_metrics)
         if cfg.resume is not None:
             save_state(run)
     finish_run(run)
@@ -122,14 +122,14 @@ def train(
 
 @dataclass
 class Run:
-    """What the loop works with: the model (`model` unwrapped, saved and evaluated; `net` what trains, DDP's
+    """What the loop works with: the model (`model` unwrapped, saved and evaluated; `ddp_model` what trains, DDP's
     wrapper under torchrun), the data, the optimization, where the run stands and where it writes."""
 
     cfg: Config
-    ddp: Distributed
+    world: Distributed
     speed: Speed
     model: MultitaskModel
-    net: torch.nn.Module
+    ddp_model: torch.nn.Module
     tokenizer: Tokenizer
     train_data: dict[str, TaskData]
     dev_data: dict[str, TaskData]
@@ -142,28 +142,28 @@ class Run:
     save_to: Path
 
 
-def start_run(cfg: Config, ddp: Distributed, speed: Speed) -> Run:
+def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
     """Builds the model, reads the data, sets up the optimization, and restores a saved state (--resume)."""
     if speed.tune is not None:
-        speed.tune(ddp.device)  # before the first kernel runs
+        speed.tune(world.device)  # before the first kernel runs
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
-    place_model(model, cfg, ddp.device, speed)
-    if ddp.world_size > 1:
-        seed_everything(cfg.seed + ddp.rank)  # but each rank its own dropout masks
+    place_model(model, cfg, world.device, speed)
+    if world.world_size > 1:
+        seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
     train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if ddp.is_main else {}
+    dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if world.is_main else {}
     sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size,
                                cfg.seed)  # fmt: skip
     optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
     state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
     saved = load_training_state(cfg.resume) if cfg.resume is not None else None
     if saved is not None:
-        state = restore(cfg, saved, ddp, model, optimizer, scheduler)
+        state = restore(cfg, saved, world, model, optimizer, scheduler)
         log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
     recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
-    writer = open_tensorboard(cfg, state, resumed=saved is not None) if ddp.is_main else None
-    return Run(cfg, ddp, speed, model, ddp.wrap(model), tokenizer, train_data, dev_data, sampler, optimizer,
+    writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main else None
+    return Run(cfg, world, speed, model, world.wrap(model), tokenizer, train_data, dev_data, sampler, optimizer,
                scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg))  # fmt: skip
 
 
@@ -171,15 +171,15 @@ def finish_run(run: Run) -> None:
     """Closes TensorBoard; rank 0 writes the best model's test predictions (if this run trained one)."""
     if run.writer is not None:
         run.writer.close()
-    if run.ddp.is_main and run.state.best_metrics:
+    if run.world.is_main and run.state.best_metrics:
         log.info("best epoch %d saved to %s", run.state.best_metrics["epoch"], run.save_to)
         write_test_predictions(run)
 
 
 def save_state(run: Run) -> None:
     """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
-    rngs = run.ddp.gather(rng_state())
-    if run.ddp.is_main:
+    rngs = run.world.gather(rng_state())
+    if run.world.is_main:
         scheduler = run.scheduler.state_dict() if run.scheduler is not None else None
         state = {"config": asdict(run.cfg), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "scheduler": scheduler, "run": asdict(run.state), "rng": rngs}  # fmt: skip
@@ -305,7 +305,7 @@ def write_test_predictions(run: Run) -> None:
     cfg = run.cfg
     model, tokenizer, _ = load_model(run.save_to)
     set_dropout(model, cfg.hidden_dropout_prob)
-    place_model(model, cfg, run.ddp.device, run.speed)
+    place_model(model, cfg, run.world.device, run.speed)
     test_data = {}
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")

@@ -41,7 +41,7 @@ def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
     return {t: TASKS[t].loss(out, labels[t]) for t, out in outputs.items()}
 
 
-def descend(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
+def backward_and_update(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
     """Backward, the gradients' norm clipped to `clip` (if above 0), the optimizer's update; gradients released."""
     loss.backward()
     if clip > 0:
@@ -51,7 +51,7 @@ def descend(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimiz
 
 
 def train_step(
-    net: nn.Module,
+    ddp_model: nn.Module,
     model: MultitaskModel,
     optimizer: torch.optim.Optimizer,
     data: dict[str, TaskData],
@@ -62,17 +62,17 @@ def train_step(
     precision: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
-    times its share of the batch, see Distributed.shard); `net` is `model` or its DDP wrapper. Returns the weighted
-    losses (not synchronised)."""
+    times its share of the batch, see Distributed.shard); the forward pass runs through `ddp_model`, `model` or its
+    DDP wrapper. Returns the weighted losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
     twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
     with twice, autocast(device, precision):
-        losses, outputs = compute_losses(net, data, rows, device)
+        losses, outputs = compute_losses(ddp_model, data, rows, device)
     losses = {t: weights[t] * v for t, v in losses.items()}
     loss = sum(losses.values())
     if refresh:
         optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
-    descend(loss, model, optimizer, clip)
+    backward_and_update(loss, model, optimizer, clip)
     return {t: v.detach() for t, v in losses.items()}
 
 
