@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -13,6 +14,9 @@ import pytest
 import torch
 
 from mtbert.config import Config
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.hf import default_checkpoint
+from mtbert.model.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny config of the HF/Google BertModelTester: odd sizes catch swapped dimensions.
@@ -173,3 +177,68 @@ def run_child(cfg: Config, kill_at: int | None = None) -> subprocess.CompletedPr
     argv = [sys.executable, str(CHILD), json.dumps(asdict(cfg))] + ([str(kill_at)] if kill_at else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def first_rows(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every CSV of the data folder cut to its header and 40 rows."""
+    folder = tmp_path_factory.mktemp("first-rows")
+    for file in data_dir.glob("*.csv"):
+        lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
+        (folder / file.name).write_text("".join(lines[:41]), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture()
+def http_data(toy_data):
+    """The toy data files (and a Quora test file) served over HTTP on 127.0.0.1: (base URL of data/, request log)."""
+    import functools
+    import http.server
+    import threading
+
+    write_csv(toy_data / "quora-test-student.csv", ["id", "sentence1", "sentence2"], [("q0", "a cat", "a dog")])
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args) -> None:
+            requests.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(toy_data.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/{toy_data.name}", requests
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def tiny_encoder() -> BertEncoder:
+    torch.manual_seed(0)
+    return BertEncoder(EncoderConfig(**TINY)).eval()
+
+
+@pytest.fixture()
+def resume_cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    # 4 steps per epoch; dropout on, so that resuming must restore the random generators too
+    return Config(
+        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=2,
+        lr=3e-3, scheduler="plateau", hidden_dropout_prob=0.1, save_every=3,
+        resume=str(tmp_path / "state"), **run_paths(tmp_path),
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def still_cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
+    """No dropout at all (attention's too, which --hidden_dropout_prob leaves as the checkpoint says): a step's
+    numbers then do not depend on how its sentences are cut into passes."""
+    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
+    return toy_config(tmp_path, toy_data, checkpoint, epochs=2, samples_per_epoch=6, batch_size=4, clip=0.25)
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    from transformers import BertTokenizer
+
+    return Tokenizer.from_pretrained(), BertTokenizer.from_pretrained(str(default_checkpoint()))

@@ -27,16 +27,6 @@ BENCHMARKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def first_rows(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every CSV of the data folder cut to its header and 40 rows."""
-    folder = tmp_path_factory.mktemp("first-rows")
-    for file in data_dir.glob("*.csv"):
-        lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
-        (folder / file.name).write_text("".join(lines[:41]), encoding="utf-8")
-    return folder
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(BENCHMARKS))
 def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:

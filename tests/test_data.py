@@ -119,28 +119,6 @@ def test_fetch_downloads_from_a_url(tmp_path, toy_data) -> None:
         fetch({"absent.csv": read_sts}, toy_data.as_uri(), tmp_path / "out", progress=False)
 
 
-@pytest.fixture()
-def http_data(toy_data):
-    """The toy data files (and a Quora test file) served over HTTP on 127.0.0.1: (base URL of data/, request log)."""
-    import functools
-    import http.server
-    import threading
-
-    write_csv(toy_data / "quora-test-student.csv", ["id", "sentence1", "sentence2"], [("q0", "a cat", "a dog")])
-    requests = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format, *args) -> None:
-            requests.append(self.path)
-
-    handler = functools.partial(Handler, directory=str(toy_data.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/{toy_data.name}", requests
-    server.shutdown()
-    server.server_close()
-
-
 def test_data_fetch_downloads_every_file_over_http(tmp_path, http_data, capsys) -> None:
     url, requests = http_data
     main(["data", "fetch", "--source", url, "--dest", str(tmp_path / "out")])

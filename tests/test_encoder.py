@@ -5,54 +5,50 @@ import pytest
 import torch
 
 from mtbert.errors import MtbertError
-from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.encoder import BertEncoder
 from mtbert.model.hf import convert_hf_state_dict, load_encoder
 
-from .conftest import TINY, encoder_batch
+from .conftest import encoder_batch
 
 
-@pytest.fixture()
-def tiny() -> BertEncoder:
-    torch.manual_seed(0)
-    return BertEncoder(EncoderConfig(**TINY)).eval()
-
-
-def test_shapes(tiny: BertEncoder) -> None:
+def test_shapes(tiny_encoder: BertEncoder) -> None:
     ids, mask = encoder_batch()
-    hidden = tiny(ids, mask)
+    hidden = tiny_encoder(ids, mask)
     assert hidden.shape == (13, 7, 32)
-    assert tiny.pooler_output(hidden).shape == (13, 32)
+    assert tiny_encoder.pooler_output(hidden).shape == (13, 32)
 
 
-def test_padding_does_not_change_real_tokens(tiny: BertEncoder) -> None:
+def test_padding_does_not_change_real_tokens(tiny_encoder: BertEncoder) -> None:
     ids, mask = encoder_batch()
     padded_ids = torch.cat([ids, torch.zeros(13, 5, dtype=torch.long)], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(13, 5, dtype=torch.long)], dim=1)
-    a, b = tiny(ids, mask), tiny(padded_ids, padded_mask)[:, :7]
+    a, b = tiny_encoder(ids, mask), tiny_encoder(padded_ids, padded_mask)[:, :7]
     real = mask.bool()
     torch.testing.assert_close(a[real], b[real], atol=1e-5, rtol=1e-5)
 
 
-def test_eval_is_deterministic_and_train_mode_uses_dropout(tiny: BertEncoder) -> None:
+def test_eval_is_deterministic_and_train_mode_uses_dropout(tiny_encoder: BertEncoder) -> None:
     ids, mask = encoder_batch()
-    torch.testing.assert_close(tiny(ids, mask), tiny(ids, mask), atol=0, rtol=0)
-    tiny.train()
-    assert not torch.allclose(tiny(ids, mask), tiny(ids, mask))
+    torch.testing.assert_close(tiny_encoder(ids, mask), tiny_encoder(ids, mask), atol=0, rtol=0)
+    tiny_encoder.train()
+    assert not torch.allclose(tiny_encoder(ids, mask), tiny_encoder(ids, mask))
 
 
-def test_extra_embeddings_are_added_to_the_input(tiny: BertEncoder) -> None:
+def test_extra_embeddings_are_added_to_the_input(tiny_encoder: BertEncoder) -> None:
     ids, mask = encoder_batch()
     zero = torch.zeros(13, 7, 32)
-    torch.testing.assert_close(tiny(ids, mask, extra_embeddings=zero), tiny(ids, mask))
-    assert not torch.allclose(tiny(ids, mask, extra_embeddings=torch.ones(13, 7, 32)), tiny(ids, mask))
+    torch.testing.assert_close(tiny_encoder(ids, mask, extra_embeddings=zero), tiny_encoder(ids, mask))
+    assert not torch.allclose(tiny_encoder(ids, mask, extra_embeddings=torch.ones(13, 7, 32)), tiny_encoder(ids, mask))
 
 
-def test_gradients_reach_every_parameter(tiny: BertEncoder) -> None:
+def test_gradients_reach_every_parameter(tiny_encoder: BertEncoder) -> None:
     ids, mask = encoder_batch()
-    hidden = tiny(ids, mask)
-    (hidden.sum() + tiny.pooler_output(hidden).sum()).backward()
+    hidden = tiny_encoder(ids, mask)
+    (hidden.sum() + tiny_encoder.pooler_output(hidden).sum()).backward()
     assert all(
-        p.grad is not None and p.grad.abs().sum() > 0 for p in tiny.parameters() if p is not tiny.emb.word.weight
+        p.grad is not None and p.grad.abs().sum() > 0
+        for p in tiny_encoder.parameters()
+        if p is not tiny_encoder.emb.word.weight
     )
 
 

@@ -17,36 +17,28 @@ from mtbert.train.loop import train
 from .conftest import run_child, run_paths
 
 
-@pytest.fixture()
-def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
-    # 4 steps per epoch; dropout on, so that resuming must restore the random generators too
-    return Config(
-        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=2,
-        lr=3e-3, scheduler="plateau", hidden_dropout_prob=0.1, save_every=3,
-        resume=str(tmp_path / "state"), **run_paths(tmp_path),
-    )  # fmt: skip
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_parameters_and_metrics(cfg: Config, tmp_path: Path) -> None:
-    whole = replace(cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
+def test_killed_run_resumes_to_the_same_parameters_and_metrics(resume_cfg: Config, tmp_path: Path) -> None:
+    whole = replace(resume_cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
     done = run_child(whole)
     assert done.returncode == 0, done.stderr
     expected = json.loads(done.stdout.splitlines()[-1])
 
-    killed = run_child(cfg, kill_at=8)  # batch 8 is epoch 2's last; the state of step 6 (--save_every 3) is on disk
+    killed = run_child(
+        resume_cfg, kill_at=8
+    )  # batch 8 is epoch 2's last; the state of step 6 (--save_every 3) is on disk
     assert killed.returncode == -signal.SIGKILL
-    state = load_training_state(cfg.resume)
+    state = load_training_state(resume_cfg.resume)
     assert (state["run"]["epoch"], state["run"]["batch"], state["run"]["step"]) == (1, 2, 6)
 
-    resumed = run_child(cfg)
+    resumed = run_child(resume_cfg)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stderr
     result = json.loads(resumed.stdout.splitlines()[-1])
     drop_seconds = [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in expected["history"]]
     assert [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in result["history"]] == drop_seconds[1:]
     assert result["best"] == expected["best"]
-    final, reference = load_training_state(cfg.resume), load_training_state(whole.resume)
+    final, reference = load_training_state(resume_cfg.resume), load_training_state(whole.resume)
     assert final["run"]["step"] == reference["run"]["step"] == 12
     for name, value in reference["model"].items():
         assert torch.equal(final["model"][name], value), name
@@ -75,33 +67,33 @@ def test_damaged_state_names_the_file(tmp_path: Path) -> None:
         load_training_state(tmp_path)
 
 
-def test_resume_with_other_settings_is_refused(cfg: Config) -> None:
-    train(replace(cfg, epochs=1))
+def test_resume_with_other_settings_is_refused(resume_cfg: Config) -> None:
+    train(replace(resume_cfg, epochs=1))
     with pytest.raises(MtbertError, match=r"--lr 0.003 -> 0.001"):
-        train(replace(cfg, epochs=1, lr=1e-3))
+        train(replace(resume_cfg, epochs=1, lr=1e-3))
 
 
-def test_a_flag_newer_than_the_saved_state_counts_as_its_default(cfg: Config) -> None:
-    older = {k: v for k, v in asdict(cfg).items() if k != "graph_steps"}  # saved before --graph_steps existed
-    check_resumable(cfg, older, "state")
+def test_a_flag_newer_than_the_saved_state_counts_as_its_default(resume_cfg: Config) -> None:
+    older = {k: v for k, v in asdict(resume_cfg).items() if k != "graph_steps"}  # saved before --graph_steps existed
+    check_resumable(resume_cfg, older, "state")
     with pytest.raises(MtbertError, match=r"--graph_steps False -> True"):
-        check_resumable(replace(cfg, graph_steps=True), older, "state")
+        check_resumable(replace(resume_cfg, graph_steps=True), older, "state")
 
 
-def test_finished_run_is_not_trained_again(cfg: Config) -> None:
-    short = replace(cfg, epochs=1)
+def test_finished_run_is_not_trained_again(resume_cfg: Config) -> None:
+    short = replace(resume_cfg, epochs=1)
     first = train(short)
     history: list = []
     assert train(short, report=history.append) == first
     assert history == []
 
 
-def test_resume_with_another_number_of_processes_is_refused(cfg: Config) -> None:
-    short = replace(cfg, epochs=2, save_every=0)
+def test_resume_with_another_number_of_processes_is_refused(resume_cfg: Config) -> None:
+    short = replace(resume_cfg, epochs=2, save_every=0)
     train(short)
-    state = load_training_state(cfg.resume)
+    state = load_training_state(resume_cfg.resume)
     state["rng"] = state["rng"] * 2  # as if saved by 2 torchrun processes
     state["run"]["epoch"] = 1
-    save_training_state(cfg.resume, state)
+    save_training_state(resume_cfg.resume, state)
     with pytest.raises(MtbertError, match=r"saved by 2 process\(es\), resumed by 1"):
         train(short)

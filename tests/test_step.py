@@ -2,8 +2,6 @@
 and the toy CSVs. Off CUDA nothing is recorded, so this checks everything but the recording itself: one pass per
 step, the shapes, the inputs and labels copied into a shape's tensors, the losses, the update, the training loop."""
 
-import json
-import shutil
 from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
@@ -25,32 +23,22 @@ from mtbert.train.loop import build_model, task_file, train
 from mtbert.train.optim import build_optimizer
 from mtbert.train.step import train_step
 
-from .conftest import toy_config
-
 WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
 
 
-@pytest.fixture()
-def cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
-    """No dropout at all (attention's too, which --hidden_dropout_prob leaves as the checkpoint says): a step's
-    numbers then do not depend on how its sentences are cut into passes."""
-    checkpoint = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
-    config = json.loads((checkpoint / "config.json").read_text())
-    (checkpoint / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
-    return toy_config(tmp_path, toy_data, checkpoint, epochs=2, samples_per_epoch=6, batch_size=4, clip=0.25)
-
-
 @pytest.mark.parametrize("unpad", [False, True])
-def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
+def test_graph_steps_train_as_train_step(still_cfg: Config, unpad: bool) -> None:
     """Steps of two shapes (batches of 4, then the epoch's last 2), alternating: each step's losses and the weights
     after all of them are those of the eager step, so every step ran on its own inputs and labels."""
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(still_cfg)
     model.train()
-    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, cfg.samples_per_epoch, cfg.batch_size, 0)
+    data = {t: read_task(task_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
+    sampler = MultitaskSampler(
+        {t: len(d) for t, d in data.items()}, still_cfg.samples_per_epoch, still_cfg.batch_size, 0
+    )
     batches = [rows for epoch in range(3) for rows in sampler.epoch(epoch)]
     eager, graphed = deepcopy(model), deepcopy(model)
-    graphed.passes = ShapedPasses(None, "off", sentences_per_step(cfg.tasks, cfg.batch_size), unpad)
+    graphed.passes = ShapedPasses(None, "off", sentences_per_step(still_cfg.tasks, still_cfg.batch_size), unpad)
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise/noise, which any rounding flips
     eager_opt, graphed_opt = (torch.optim.AdamW(m.parameters(), lr=3e-3, eps=1e-3) for m in (eager, graphed))
     steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")
@@ -64,8 +52,8 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
     for rows in batches:
         expected = train_step(eager, eager, eager_opt, data, rows, WEIGHTS, 0.5, "cpu", "fp32")
         losses = steps(data, rows)
-        assert list(losses) == list(cfg.tasks)
-        for t in cfg.tasks:
+        assert list(losses) == list(still_cfg.tasks)
+        for t in still_cfg.tasks:
             torch.testing.assert_close(losses[t], expected[t], atol=1e-5, rtol=1e-5)
     assert [len(rows["sst"]) for rows in batches] == [4, 2] * 3
     assert len(steps.shapes) == 2
@@ -76,40 +64,40 @@ def test_graph_steps_train_as_train_step(cfg: Config, unpad: bool) -> None:
 
 
 @pytest.mark.parametrize("unpad", [False, True])
-def test_graph_steps_in_the_training_loop(cfg: Config, unpad: bool) -> None:
+def test_graph_steps_in_the_training_loop(still_cfg: Config, unpad: bool) -> None:
     """train() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
     plain, graphed = [], []
-    train(replace(cfg, unpad=unpad), report=plain.append, speed=speed_for(replace(cfg, unpad=unpad)))
-    graph_cfg = replace(cfg, graph_steps=True, unpad=unpad)
+    train(replace(still_cfg, unpad=unpad), report=plain.append, speed=speed_for(replace(still_cfg, unpad=unpad)))
+    graph_cfg = replace(still_cfg, graph_steps=True, unpad=unpad)
     best = train(graph_cfg, report=graphed.append, speed=speed_for(graph_cfg))
     for a, b in zip(plain, graphed, strict=True):
         for key in ("train_loss", "sst/accuracy", "para/accuracy", "sts/pearson"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
-    assert best["epoch"] in (1, 2) and (Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask").is_dir()
+    assert best["epoch"] in (1, 2) and (Path(still_cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask").is_dir()
 
 
-def test_graph_steps_refuse_what_they_cannot_record(cfg: Config, monkeypatch) -> None:
+def test_graph_steps_refuse_what_they_cannot_record(still_cfg: Config, monkeypatch) -> None:
     with pytest.raises(ValueError, match="--optimizer adamw"):
-        replace(cfg, graph_steps=True, optimizer="sophiah")
+        replace(still_cfg, graph_steps=True, optimizer="sophiah")
     with pytest.raises(ValueError, match="not cudagraphs"):
-        replace(cfg, graph_steps=True, torch_compile="cudagraphs")
-    model, _ = build_model(cfg)
+        replace(still_cfg, graph_steps=True, torch_compile="cudagraphs")
+    model, _ = build_model(still_cfg)
     sophia = build_optimizer("sophiag", model, model.heads, 1e-3, 1e-3, 0.0)
     with pytest.raises(MtbertError, match="AdamW"):
         GraphSteps(model, sophia, WEIGHTS, 0.0, "fp32")
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
     with pytest.raises(MtbertError, match="torchrun"):  # the steps of one process
-        speed_for(replace(cfg, graph_steps=True))
+        speed_for(replace(still_cfg, graph_steps=True))
     with pytest.raises(MtbertError, match="speed_for"):  # a GPU mode without its seam
-        train(replace(cfg, graph_steps=True))
+        train(replace(still_cfg, graph_steps=True))
 
 
-def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
+def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
     """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
     losses the step returns."""
-    model, tokenizer = build_model(cfg)
-    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    rows = {t: np.arange(4) for t in cfg.tasks}
+    model, tokenizer = build_model(still_cfg)
+    data = {t: read_task(task_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
+    rows = {t: np.arange(4) for t in still_cfg.tasks}
 
     def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         copy = deepcopy(model)
@@ -123,7 +111,7 @@ def test_loss_weights_scale_each_task_in_the_step(cfg: Config) -> None:
         torch.testing.assert_close(a, b, msg=name)
     once, with_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 1.0})
     twice, _ = step(("sst", "para", "sts"), {"sst": 2.0, "para": 2.0, "sts": 2.0})
-    for t in cfg.tasks:
+    for t in still_cfg.tasks:
         torch.testing.assert_close(twice[t], 2 * once[t])
     assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
     assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}

@@ -1,15 +1,8 @@
 import pytest
-from transformers import BertTokenizer
 
 from mtbert import Tokenizer
 from mtbert.data.files import read_examples
-from mtbert.model.hf import default_checkpoint
 from mtbert.model.tasks import TASKS
-
-
-@pytest.fixture(scope="module")
-def tokenizers():
-    return Tokenizer.from_pretrained(), BertTokenizer.from_pretrained(str(default_checkpoint()))
 
 
 @pytest.mark.parametrize("task", ["sst", "para", "sts"])

@@ -30,7 +30,7 @@ class RecordedShape:
 
 class GraphSteps:
     """Training steps as train_step computes them (AdamW, one process), recorded as CUDA graphs, one per step shape,
-    and replayed: the GPU then runs a step's kernels (about 1,300 for MiniLM) without waiting for Python to launch
+    and replayed: the GPU then runs a step's kernels (over a thousand for MiniLM) without waiting for Python to launch
     them one by one, which is what bounds a small encoder's step (--graph_steps).
 
     A step's sentences go through the encoder as one pass, padded to a multiple of 16 tokens (unpadded: their real

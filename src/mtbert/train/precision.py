@@ -9,8 +9,8 @@ import torch
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX): 4x the float32 rate of a
-    matrix product measured on this project's AMD EPYC, 2.2x the training steps per second. Without it bf16 is emulated.
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX), which makes bf16 training
+    steps faster than float32 ones (docs/speed.md); without it bf16 is emulated, and slower.
     (PyTorch's own checks, private: a build without them counts as no native bf16.)"""
     checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(check is not None and check() for check in checks)

@@ -64,13 +64,13 @@ def train_step(
     """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
     times its share of the batch, see Distributed.shard); the forward pass runs through `ddp_model`, `model` or its
     DDP wrapper. Returns the weighted losses (not synchronised)."""
-    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()  # Sophia: every --hess_interval steps
+    refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()
     twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
     with twice, autocast(device, precision):
         losses, outputs = compute_losses(ddp_model, data, rows, device)
     losses = {t: weights[t] * v for t, v in losses.items()}
     loss = sum(losses.values())
-    if refresh:
+    if refresh:  # Sophia: refresh the diagonal Hessian estimate, every --hess_interval steps
         optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
     backward_and_update(loss, model, optimizer, clip)
     return {t: v.detach() for t, v in losses.items()}
