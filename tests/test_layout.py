@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mtbert"
 # Each part of the package and the parts it may import (besides itself and the leaves errors and config).
 LAYERS = {
     "errors": set(),
+    "outputs": {"errors"},
     "config": {"errors"},
     "model": set(),
     "data": {"model"},
@@ -20,7 +21,7 @@ LAYERS = {
     "__main__": {"cli"},
     "__init__": {"model", "serve"},
 }
-LEAVES = {"errors", "config"}
+LEAVES = {"errors", "config", "outputs"}
 
 
 def module_name(path: Path) -> str:

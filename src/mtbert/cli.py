@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 from mtbert.config import Config, add_config_argument, add_config_arguments, config_file_flags, config_from_args
 from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
+from mtbert.outputs import readable_file, writable_file
 
 log = logging.getLogger("mtbert")
 TRAIN_HELP = "Fine-tune one BERT encoder on SST-5 sentiment, Quora paraphrase and STS similarity at once."
@@ -29,13 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mtbert {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    add_config_arguments(
-        sub.add_parser("train", help="train the multitask model (the original project's flags)", description=TRAIN_HELP)
-    )
+    tr = sub.add_parser("train", help="train the multitask model (the original project's flags)",
+                        description=TRAIN_HELP)  # fmt: skip
+    add_config_arguments(tr)
 
     ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
     ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
-    ev.add_argument("--split", choices=("dev", "test"), default="dev", help="which files to score (labelled ones)")
+    ev.add_argument(
+        "--split",
+        choices=("dev", "test"),
+        default="dev",
+        help="which files to score: the dev files, or test files with labels given with --sst_test, --para_test, "
+        "--sts_test (the course's test files have none)",
+    )
     ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
     for task in TASKS:  # the file flags of training, each file scored in place of the --data_dir one
         for split in ("dev", "test"):
@@ -70,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
     )
     fetch.add_argument("--dest", default="data", help="folder to write to")
+    for command in (tr, ev, pr, en, fetch):
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -89,13 +100,14 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = parser or build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
+    command_parser = getattr(args, "command_parser", parser)  # a subcommand's errors show its own usage
     try:
         if getattr(args, "command", "train") == "train":
             if args.config is not None:  # the file's flags go first, so that the command line's override them
                 at = argv.index("train") + 1 if "command" in args else 0
-                args = parser.parse_args(argv[:at] + config_file_flags(args.config) + argv[at:])
-            run_train(config_from_args(parser, args))
+                args = parse(parser, argv[:at] + config_file_flags(args.config) + argv[at:])
+            run_train(config_from_args(command_parser, args))
         elif args.command == "evaluate":
             run_evaluate(args)
         elif args.command == "predict":
@@ -107,6 +119,22 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except MtbertError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:  # stdout closed early (`mtbert encode ... | head -1`): a quiet end, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        raise SystemExit(0) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+            raise
+        print(f"error: {e.filename or 'writing'}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parses argv; an unknown flag is reported by the subcommand's parser, with its usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def run_train(cfg: Config) -> None:
@@ -148,7 +176,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
         else:
             data[task] = d
     if not data:
-        raise MtbertError(f"no labelled {args.split} files (--data_dir {args.data_dir}): nothing to score")
+        raise MtbertError(
+            f"no labelled {args.split} files to score (test files of the course have no labels: give labelled ones "
+            "with --sst_test, --para_test, --sts_test)"
+            if args.split == "test"
+            else f"no labelled dev files to score (--data_dir {args.data_dir})"
+        )
     metrics, _ = evaluate(model, data, args.precision, progress=True)
     print(json.dumps(metrics, indent=2))
 
@@ -159,6 +192,8 @@ def run_predict(args: argparse.Namespace) -> None:
     from mtbert.train.evaluate import predict
 
     spec = TASKS[args.task]
+    if args.output != "-":
+        writable_file("--output", args.output)  # before the model is loaded and the sentences encoded
     model, tokenizer = load_for_inference(args)
     if args.task not in model.heads:
         raise MtbertError(
@@ -206,10 +241,9 @@ def load_for_inference(args: argparse.Namespace) -> tuple:
 
 
 def _read_text(path: Path) -> str:
+    path = readable_file("--input", path)
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MtbertError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise MtbertError(f"{path}: not UTF-8 text ({e})") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from mtbert.errors import MtbertError
+from mtbert.outputs import readable_file
 
 TASK_NAMES = ("sst", "para", "sts")
 
@@ -146,6 +148,10 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        for name, kind in typing.get_type_hints(Config).items():  # inf and nan train to nothing but nan
+            value = getattr(self, name)
+            if kind in (float, float | None) and value is not None and not math.isfinite(value):
+                raise ValueError(f"--{name} must be a finite number, got {value}")
         if self.optimizer == "adamw" and self.rho is not None:
             raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
         if self.graph_steps and self.optimizer != "adamw":
@@ -228,11 +234,9 @@ def config_file_flags(path: str | Path) -> list[str]:
     """The flags that a --config file stands for. The file is a YAML or JSON mapping of Config field names to values
     (null keeps a field's default), or an mtbert.json written with a saved model, whose "config" holds the settings
     of the run that trained it. Each value is checked as its flag would be; an error names the file and the field."""
-    path = Path(path)
+    path = readable_file("--config", path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MtbertError(f"--config {path}: no such file") from None
     except UnicodeDecodeError as e:
         raise MtbertError(f"--config {path}: not UTF-8 text ({e})") from None
     settings = _parse_mapping(path, text)

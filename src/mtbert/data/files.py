@@ -6,14 +6,16 @@ import csv
 import io
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mtbert.errors import MtbertError
+from mtbert.outputs import clear_stale, temp_prefix, user_permissions
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ def read_examples(
     naming the file and line. `parse_label` raises ValueError with a short reason for a bad label.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MtbertError(f"{path}: is a folder, expected a CSV file")
     if not path.is_file():
         raise MtbertError(f"{path}: no such file (fetch the data with `mtbert data fetch`, or check --data_dir)")
     raw = path.read_bytes()
@@ -52,6 +56,7 @@ def read_examples(
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise MtbertError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from e
+    csv.field_size_limit(sys.maxsize)  # a long sentence is still one field
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
     header = next(reader, None)
     if header is None:
@@ -70,10 +75,9 @@ def read_examples(
     texts: list[list[str]] = [[] for _ in text_columns]
     labels: list[float] = []
     skipped = 0
-    for row in reader:
+    for line, row in rows_with_lines(reader, path):
         if not any(cell.strip() for cell in row):
             continue
-        line = reader.line_num
         if len(row) < len(header) - (0 if has_label else 1):
             raise MtbertError(f"{path}:{line}: {len(row)} fields, expected {len(header)}")
         if label_at is not None:
@@ -95,6 +99,29 @@ def read_examples(
     return Examples(path, ids, texts, np.asarray(labels, dtype=np.float32) if has_label else None)
 
 
+def rows_with_lines(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The rows after the header, each with the line it starts on. A row may not span lines: in these files a quoted
+    field that runs over a line end is an unbalanced quote, which would silently merge the rows up to the next
+    quote into one field; it stops with the line where the quote opens."""
+    end = reader.line_num  # the header's last line
+    while True:
+        start = end + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as e:
+            raise MtbertError(f"{path}:{start}: cannot read this row ({e})") from None
+        if row is None:
+            return
+        end = reader.line_num
+        if end > start:
+            raise MtbertError(
+                f"{path}:{start}: a quoted field opens here and runs to line {end}, which would read lines "
+                f'{start}-{end} as one row (an unbalanced quote?); write a quote inside a field as "" in a quoted '
+                "field, or leave the field unquoted"
+            )
+        yield start, row
+
+
 def write_predictions(path: str | Path, header: str, ids: list[str], predictions: np.ndarray) -> None:
     """Writes predictions in the original project's format (`id \\t Predicted_X` header, `id , value` rows)."""
     path = Path(path)
@@ -104,13 +131,16 @@ def write_predictions(path: str | Path, header: str, ids: list[str], predictions
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes a file so that a crash leaves either the old or the new content, never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Writes a file so that a crash leaves either the old or the new content, never a half-written file; the
+    temporary copy a crash left behind is removed on the next write."""
+    clear_stale(path.parent, temp_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        user_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ full training state that --resume saves and restores."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from mtbert.errors import MtbertError
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tokenizer import Tokenizer
+from mtbert.outputs import clear_stale, temp_prefix, user_permissions
 from mtbert.train.distributed import Distributed
 from mtbert.train.schedule import Scheduler
 
@@ -29,11 +31,14 @@ WEIGHTS, META, STATE = "model.safetensors", "mtbert.json", "training_state.pt"
 
 
 def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, meta: dict) -> None:
-    """Writes the model to `folder`. The files are first written to a sibling temporary folder that then
-    replaces `folder`, so a crash leaves the previous model (or nothing), never a half-written one."""
+    """Writes the model to `folder`. The files are first written to a sibling temporary folder that then replaces
+    `folder` (the previous one kept as `.NAME.old` until then), so that at every instant a complete model is on
+    disk: `folder`, or the previous one that load_model recovers. What an earlier crash left is cleared first."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    old = recover(folder)
+    clear_stale(folder.parent, temp_prefix(folder))
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder)))
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
@@ -43,7 +48,7 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        old = folder.with_name(f".{folder.name}.old")
+        user_permissions(tmp)
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
@@ -54,9 +59,20 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
         raise
 
 
+def recover(folder: Path) -> Path:
+    """Puts back the previous model `.NAME.old` if a crash in save_model's swap left only it; returns its path."""
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and (old / WEIGHTS).is_file():
+        with contextlib.suppress(OSError):  # a read-only folder: load_model reads the previous model where it is
+            os.replace(old, folder)
+    return old
+
+
 def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel, Tokenizer, dict]:
     """Loads a folder written by `save_model` (no pickles are executed). Returns model (eval mode), tokenizer, meta."""
     folder = Path(folder)
+    old = recover(folder)
+    folder = old if not folder.exists() and old.is_dir() else folder
     meta_file, weights_file = folder / META, folder / WEIGHTS
     for f in (meta_file, weights_file):
         if not f.is_file():

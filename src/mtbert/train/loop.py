@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ from mtbert.model.hf import load_encoder
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import Tokenizer
+from mtbert.outputs import lock_all, writable_dir, writable_file
 from mtbert.train import distributed
 from mtbert.train.checkpoint import (
+    STATE,
     RunState,
     load_model,
     load_training_state,
@@ -49,6 +53,7 @@ LOG_EVERY = 10  # optimizer steps between TensorBoard points and progress-bar lo
 # --smoketest: one epoch of a few tiny batches, scored on the first dev rows of each task
 SMOKE = {"epochs": 1, "samples_per_epoch": 32, "batch_size": 8}
 SMOKE_ROWS = 32
+SPLITS = ("dev", "test")
 
 
 def train(
@@ -65,57 +70,59 @@ def train(
     speed = check_speed(cfg, speed)
     cfg = replace(cfg, **SMOKE) if cfg.smoketest else cfg
     world = distributed.setup(cfg.use_gpu)
-    run = start_run(cfg, world, speed)
-    model, state, sampler = run.model, run.state, run.sampler
-    while state.epoch < cfg.epochs:
-        model.train()
-        started = time.perf_counter()
-        loss_sum = torch.tensor(state.loss_sum, device=world.device)  # summed on the device: no sync per step
-        batches = itertools.islice(sampler.epoch(state.epoch), state.batch, None)  # a resumed epoch skips its done part
-        bar = tqdm(batches, initial=state.batch, total=len(sampler), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-                   unit="step", disable=not world.is_main)  # fmt: skip
-        for rows in bar:
-            rows, share_weights = world.shard(rows)  # this process's part of every task's batch
-            if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
-                losses = run.recorded(run.train_data, rows)
-            else:
-                weights = {t: cfg.loss_weights[t] * share for t, share in share_weights.items()}
-                losses = train_step(run.ddp_model, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
-                                    world.device, cfg.precision)  # fmt: skip
-            loss_sum += sum(losses.values())
-            if run.scheduler is not None and cfg.scheduler != "plateau":
-                run.scheduler.step()
-            state.step, state.batch = state.step + 1, state.batch + 1
-            if state.step % LOG_EVERY == 0 and run.writer is not None:  # reading losses waits for the device
-                log_step(run.writer, bar, losses, float(run.optimizer.param_groups[0]["lr"]), state.step)
-            if cfg.save_every and state.step % cfg.save_every == 0 and state.batch < len(sampler):
-                state.loss_sum = loss_sum.item()
-                save_state(run)
+    with start_run(cfg, world, speed) as run:  # rank 0 holds the locks of what the run writes until it ends
+        model, state, sampler = run.model, run.state, run.sampler
+        while state.epoch < cfg.epochs:
+            model.train()
+            started = time.perf_counter()
+            loss_sum = torch.tensor(state.loss_sum, device=world.device)  # summed on the device: no sync per step
+            batches = itertools.islice(sampler.epoch(state.epoch), state.batch, None)  # a resumed epoch: the rest
+            bar = tqdm(batches, initial=state.batch, total=len(sampler), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                       unit="step", disable=not world.is_main)  # fmt: skip
+            for rows in bar:
+                rows, share_weights = world.shard(rows)  # this process's part of every task's batch
+                if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
+                    losses = run.recorded(run.train_data, rows)
+                else:
+                    weights = {t: cfg.loss_weights[t] * share for t, share in share_weights.items()}
+                    losses = train_step(run.ddp_model, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
+                                        world.device, cfg.precision)  # fmt: skip
+                loss_sum += sum(losses.values())
+                if run.scheduler is not None and cfg.scheduler != "plateau":
+                    run.scheduler.step()
+                state.step, state.batch = state.step + 1, state.batch + 1
+                if state.step % LOG_EVERY == 0:  # reading the losses waits for the device: only now and then
+                    values = check_finite(run, {t: v.item() for t, v in losses.items()})  # a diverged run stops
+                    if run.writer is not None:
+                        log_step(run.writer, bar, values, float(run.optimizer.param_groups[0]["lr"]), state.step)
+                if cfg.save_every and state.step % cfg.save_every == 0 and state.batch < len(sampler):
+                    state.loss_sum = check_finite(run, {"epoch": loss_sum.item()})["epoch"]
+                    save_state(run)
 
-        epoch_loss = loss_sum.item() / len(sampler)  # waits for the device: the epoch's training time ends here
-        train_seconds = time.perf_counter() - started
-        metrics = {}
-        if world.is_main:  # evaluate, keep the best model, report
-            metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
-            seconds = time.perf_counter() - started
-            log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
-            if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
-                state.best_metrics = {**metrics, "epoch": state.epoch + 1}
-                save_model(
-                    run.save_to, model, run.tokenizer, {"config": asdict(cfg), "dev_metrics": state.best_metrics}
-                )
-                write_predictions_of(cfg, "dev", run.dev_data, dev_predictions)
-            if report is not None:
-                report({**metrics, "epoch": state.epoch + 1, "train_loss": epoch_loss, "seconds": seconds,
-                        "train_seconds": train_seconds})  # fmt: skip
-        metrics = world.broadcast(metrics)
-        if cfg.scheduler == "plateau":
-            run.scheduler.step(metrics["mean"])
-        state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
-        state.best_metrics = world.broadcast(state.best_metrics)
-        if cfg.resume is not None:
-            save_state(run)
-    finish_run(run)
+            epoch_loss = check_finite(run, {"epoch": loss_sum.item()})["epoch"] / len(sampler)  # waits for the device
+            train_seconds = time.perf_counter() - started
+            metrics = {}
+            if world.is_main:  # evaluate, keep the best model, report
+                metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
+                seconds = time.perf_counter() - started
+                log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
+                if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
+                    state.best_metrics = {**metrics, "epoch": state.epoch + 1}
+                    meta = {"config": asdict(cfg), "dev_metrics": state.best_metrics}
+                    save_model(run.save_to, finite(run), run.tokenizer, meta)
+                    write_predictions_of(cfg, "dev", run.dev_data, dev_predictions)
+                if report is not None:
+                    report({**metrics, "epoch": state.epoch + 1, "train_loss": epoch_loss, "seconds": seconds,
+                            "train_seconds": train_seconds})  # fmt: skip
+            metrics = world.broadcast(metrics)
+            if cfg.scheduler == "plateau":
+                run.scheduler.step(metrics["mean"])
+            state.epoch, state.batch, state.loss_sum = state.epoch + 1, 0, 0.0
+            state.best_metrics = world.broadcast(state.best_metrics)
+            run.trained = True
+            if cfg.resume is not None:
+                save_state(run)
+        finish_run(run)
     distributed.teardown()  # on success only: leaving waits for every rank; after a failure torchrun stops them
     return state.best_metrics
 
@@ -140,38 +147,91 @@ class Run:
     recorded: StepFn | None  # a replacement of train_step (--graph_steps), or None
     writer: SummaryWriter | None
     save_to: Path
+    claims: contextlib.ExitStack  # the locks on what the run writes (rank 0)
+    trained: bool = False  # whether this invocation trained an epoch (a finished --resume run does not)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.claims.close()
 
 
 def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
-    """Builds the model, reads the data, sets up the optimization, and restores a saved state (--resume)."""
+    """Builds the model, checks and locks what the run will write (rank 0), reads the data, sets up the
+    optimization, and restores a saved state (--resume)."""
     if speed.tune is not None:
         speed.tune(world.device)  # before the first kernel runs
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = build_model(cfg)
-    place_model(model, cfg, world.device, speed)
-    if world.world_size > 1:
-        seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
-    train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if world.is_main else {}
-    sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size,
-                               cfg.seed)  # fmt: skip
-    optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
-    state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
-    saved = load_training_state(cfg.resume) if cfg.resume is not None else None
-    if saved is not None:
-        state = restore(cfg, saved, world, model, optimizer, scheduler)
-        log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
-    recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
-    writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main else None
+    claims = claim_outputs(cfg, model) if world.is_main else contextlib.ExitStack()
+    try:
+        place_model(model, cfg, world.device, speed)
+        if world.world_size > 1:
+            seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
+        train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+        dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if world.is_main else {}
+        sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch,
+                                   cfg.batch_size, cfg.seed)  # fmt: skip
+        optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
+        state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
+        saved = load_training_state(cfg.resume) if cfg.resume is not None else None
+        if saved is not None:
+            state = restore(cfg, saved, world, model, optimizer, scheduler)
+            log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
+        recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
+        writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main else None
+    except BaseException:
+        claims.close()
+        raise
     return Run(cfg, world, speed, model, world.wrap(model), tokenizer, train_data, dev_data, sampler, optimizer,
-               scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg))  # fmt: skip
+               scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg), claims)  # fmt: skip
+
+
+def claim_outputs(cfg: Config, model: MultitaskModel) -> contextlib.ExitStack:
+    """Checks every path the run will write before anything runs (the right kind, writable, room for a model; one
+    line naming the flag), then locks them for this run: a second run writing the same ones stops at once."""
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    save_to = Path(cfg.save_dir) / run_name(cfg)
+    writable_dir("--save_dir", save_to, need_bytes=model_bytes)
+    writable_dir("--logdir", cfg.logdir)
+    outputs = [(f"--{t}_{split}_out", Path(getattr(cfg, f"{t}_{split}_out"))) for t in cfg.tasks for split in SPLITS]
+    for flag, path in outputs:
+        writable_file(flag, path)
+    claims = [("--save_dir", save_to), *outputs]
+    if cfg.resume is not None:  # a state holds the model and the optimizer's moments: about three models
+        writable_dir("--resume", cfg.resume, need_bytes=3 * model_bytes)
+        claims.append(("--resume", Path(cfg.resume) / STATE))
+    return lock_all(claims)
+
+
+def check_finite(run: Run, losses: dict[str, float]) -> dict[str, float]:
+    """The losses, if all are finite numbers; else the run stops (diverged), with the best model saved so far and
+    the last state saved to --resume left as they were."""
+    if all(math.isfinite(v) for v in losses.values()):
+        return losses
+    values = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+    kept = f"the best model so far stays in {run.save_to}" if run.state.best_metrics else "no model was saved"
+    if run.cfg.resume is not None:
+        kept += f"; --resume {run.cfg.resume} holds the last good state"
+    raise MtbertError(f"training diverged by step {run.state.step} (loss {values}): stopped; {kept}. Try a lower "
+                      "--lr or --clip")  # fmt: skip
+
+
+def finite(run: Run) -> MultitaskModel:
+    """The model, if all its weights are finite (a step can turn them to inf or nan before a loss shows it)."""
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        check_finite(run, {"weights": math.nan})
+    return run.model
 
 
 def finish_run(run: Run) -> None:
     """Closes TensorBoard; rank 0 writes the best model's test predictions (if this run trained one)."""
     if run.writer is not None:
         run.writer.close()
-    if run.world.is_main and run.state.best_metrics:
+    if not run.trained:
+        log.info("--resume %s: this run is complete (%d epochs); nothing to do", run.cfg.resume, run.cfg.epochs)
+    elif run.world.is_main:
         log.info("best epoch %d saved to %s", run.state.best_metrics["epoch"], run.save_to)
         write_test_predictions(run)
 
@@ -181,7 +241,7 @@ def save_state(run: Run) -> None:
     rngs = run.world.gather(rng_state())
     if run.world.is_main:
         scheduler = run.scheduler.state_dict() if run.scheduler is not None else None
-        state = {"config": asdict(run.cfg), "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        state = {"config": asdict(run.cfg), "model": finite(run).state_dict(), "optimizer": run.optimizer.state_dict(),
                  "scheduler": scheduler, "run": asdict(run.state), "rng": rngs}  # fmt: skip
         save_training_state(run.cfg.resume, state)
 
@@ -280,9 +340,8 @@ def open_tensorboard(cfg: Config, state: RunState, resumed: bool) -> SummaryWrit
     return writer
 
 
-def log_step(writer: SummaryWriter, bar: tqdm, losses: dict[str, torch.Tensor], lr: float, step: int) -> None:
-    """Each task's weighted loss and the lr to TensorBoard, their sum to the progress bar (waits for the device)."""
-    values = {t: v.item() for t, v in losses.items()}
+def log_step(writer: SummaryWriter, bar: tqdm, values: dict[str, float], lr: float, step: int) -> None:
+    """Each task's weighted loss and the lr to TensorBoard, their sum to the progress bar."""
     bar.set_postfix(loss=f"{sum(values.values()):.3f}")
     for t, v in values.items():
         writer.add_scalar(f"train_loss/{t}", v, step)

@@ -1,0 +1,121 @@
+"""Paths a command reads and writes: checked before any work starts, and locked while a run writes them."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+from pathlib import Path
+
+from mtbert.errors import MtbertError
+
+
+def readable_file(flag: str, path: str | Path) -> Path:
+    """`path` as a file to read; a missing path or a folder is an error naming the flag."""
+    path = Path(path)
+    if path.is_dir():
+        raise MtbertError(f"{flag} {path}: is a folder, expected a file")
+    if not path.is_file():
+        raise MtbertError(f"{flag} {path}: no such file")
+    return path
+
+
+def writable_file(flag: str, path: str | Path) -> Path:
+    """`path` as a file to (over)write: not a folder, and inside a folder that exists or can be made, writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise MtbertError(f"{flag} {path}: is a folder, expected a file to write")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise MtbertError(f"{flag} {path}: the file cannot be written (permissions)")
+    writable_dir(flag, path.parent)
+    return path
+
+
+def writable_dir(flag: str, path: str | Path, need_bytes: int = 0) -> Path:
+    """`path` as a folder to write in: a folder, or one that can be made, writable, with `need_bytes` free."""
+    path = Path(path)
+    existing = path
+    while not existing.exists():  # the nearest existing folder above is where it will be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MtbertError(f"{flag} {path}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MtbertError(f"{flag} {path}: {existing} cannot be written (permissions)")
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise MtbertError(f"{flag} {path}: {free / 2**20:.0f} MiB free, about {need_bytes / 2**20:.0f} MiB needed")
+    return path
+
+
+def clear_stale(folder: Path, prefix: str) -> None:
+    """Removes the temporary files and folders `prefix`* that a crash left in `folder` (a writer holds the lock)."""
+    for stale in folder.glob(f"{prefix}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def temp_prefix(path: Path) -> str:
+    """The name prefix of `path`'s temporary copies while it is written: `.NAME.tmp-`."""
+    return f".{path.name}.tmp-"
+
+
+def user_permissions(path: Path) -> None:
+    """Gives a file or folder (and what a folder holds) the permissions of the user's umask, as open() would, where
+    mkdtemp and mkstemp make them private."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+class Lock:
+    """An exclusive lock on a path a run writes (its lock file `.NAME.lock` beside it holds the run's pid and start
+    time, for the message of a second run). The operating system releases it when the process ends, however it
+    ends, so a dead run's lock is simply taken over."""
+
+    def __init__(self, flag: str, path: str | Path):
+        self.flag, self.path = flag, Path(path)
+        self.file = self.path.parent / f".{self.path.name}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise MtbertError(
+                f"{self.flag} {self.path}: in use by another run ({holder}); wait for it to end, or choose another path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_all(paths: list[tuple[str, Path]]) -> contextlib.ExitStack:
+    """Locks every (flag, path) in turn; the returned stack releases them. Stops at the first one in use."""
+    stack = contextlib.ExitStack()
+    try:
+        for flag, path in paths:
+            lock = Lock(flag, path)
+            lock.acquire()
+            stack.callback(lock.release)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
