@@ -127,6 +127,7 @@ def test_data_fetch_downloads_every_file_over_http(tmp_path, http_data, capsys) 
     assert len(requests) == 9 and capsys.readouterr().out.count("ok ") == 9
 
 
+@pytest.mark.slow
 def test_make_fetches_the_data_when_there_is_no_local_copy(tmp_path, http_data) -> None:
     """`make data` without ../shared/data downloads the files once (here from a local server standing in for the
     original project's repository) and validates them; offline it stops with one line on how to use a local copy."""

@@ -180,7 +180,8 @@ def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
             state = restore(cfg, saved, world, model, optimizer, scheduler)
             log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
         recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
-        writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main else None
+        to_train = state.epoch < cfg.epochs  # a finished --resume run has nothing to do, and writes nothing
+        writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main and to_train else None
     except BaseException:
         claims.close()
         raise
