@@ -224,7 +224,8 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_model(
 ) -> None:
     run = replace(cfg, epochs=4, resume=str(tmp_path / "state"))  # one step per epoch
     poison(monkeypatch, at_step=3)
-    with pytest.raises(MtbertError, match=r"training diverged by step 3 \(loss epoch nan\).*best model so far"):
+    diverged = r"training diverged by step 3 \(loss epoch nan, sst nan, para nan, sts nan\).*best model so far"
+    with pytest.raises(MtbertError, match=diverged):
         train(run)
     model, _, meta = load_model(Path(cfg.save_dir) / "finetune-4-0.003-adamw-none-multitask")
     assert meta["dev_metrics"]["epoch"] <= 2 and all(torch.isfinite(p).all() for p in model.parameters())
@@ -281,7 +282,7 @@ def test_a_kill_during_saves_always_leaves_a_loadable_model(tiny_checkpoint: Pat
     save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0}})
     rng = random.Random(0)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    for _ in range(8):
+    for _ in range(12):
         child = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tiny_checkpoint), str(folder)],
                                  stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
         assert child.stdout.readline().strip() == "ready"

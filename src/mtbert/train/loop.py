@@ -79,6 +79,7 @@ def train(
             batches = itertools.islice(sampler.epoch(state.epoch), state.batch, None)  # a resumed epoch: the rest
             bar = tqdm(batches, initial=state.batch, total=len(sampler), desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
                        unit="step", disable=not world.is_main)  # fmt: skip
+            losses: dict[str, torch.Tensor] = {}
             for rows in bar:
                 rows, share_weights = world.shard(rows)  # this process's part of every task's batch
                 if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
@@ -99,7 +100,8 @@ def train(
                     state.loss_sum = check_finite(run, {"epoch": loss_sum.item()})["epoch"]
                     save_state(run)
 
-            epoch_loss = check_finite(run, {"epoch": loss_sum.item()})["epoch"] / len(sampler)  # waits for the device
+            last = {t: v.item() for t, v in losses.items()}  # the epoch's last step (reading waits for the device)
+            epoch_loss = check_finite(run, {"epoch": loss_sum.item(), **last})["epoch"] / len(sampler)
             train_seconds = time.perf_counter() - started
             metrics = {}
             if world.is_main:  # evaluate, keep the best model, report
