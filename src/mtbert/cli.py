@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_config_argument(ev, f"{task}_{split}")
     ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
     add_config_argument(ev, "precision")
+    add_config_argument(ev, "tag_cache")
 
     pr = sub.add_parser("predict", help="predict one task for sentences in a file or on stdin")
     pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", default="-", help="where to write `id , prediction` lines (default: stdout)")
     pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
     add_config_argument(pr, "precision")
+    add_config_argument(pr, "tag_cache")
 
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
     en.add_argument("sentences", nargs="*", help="sentences to embed")
@@ -167,14 +169,14 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from mtbert.train.evaluate import evaluate
     from mtbert.train.loop import task_file
 
-    model, tokenizer = load_for_inference(args)
+    model, tokenizer, tagger = load_for_inference(args)
     data = {}
     for task in model.heads:
         path = task_file(args, task, args.split)
         if args.split == "test" and not path.exists():  # the course has no Quora test file, say
             log.warning("%s: no such file, so no %s test metrics", path, task)
             continue
-        d = read_task(path, task, tokenizer, require_labels=False)
+        d = read_task(path, task, tokenizer, require_labels=False, tagger=tagger)
         if d.labels is None:
             log.warning("%s has no labels: use `mtbert predict` for its predictions", d.examples.path)
         else:
@@ -198,7 +200,7 @@ def run_predict(args: argparse.Namespace) -> None:
     spec = TASKS[args.task]
     if args.output != "-":
         writable_file("--output", args.output)  # before the model is loaded and the sentences encoded
-    model, tokenizer = load_for_inference(args)
+    model, tokenizer, tagger = load_for_inference(args)
     if args.task not in model.heads:
         raise MtbertError(
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
@@ -206,7 +208,7 @@ def run_predict(args: argparse.Namespace) -> None:
     text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
     if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
-        data = read_task(Path(args.input), args.task, tokenizer, require_labels=False)
+        data = read_task(Path(args.input), args.task, tokenizer, require_labels=False, tagger=tagger)
     else:
         columns: list[list[str]] = [[] for _ in spec.text_columns]
         for n, line in enumerate(text.splitlines(), start=1):
@@ -222,7 +224,7 @@ def run_predict(args: argparse.Namespace) -> None:
         if not columns[0]:
             raise MtbertError(f"{args.input}: no sentences to predict")
         ids = [str(i) for i in range(1, len(columns[0]) + 1)]
-        data = task_data(args.task, Examples(Path(args.input), ids, columns, None), tokenizer)
+        data = task_data(args.task, Examples(Path(args.input), ids, columns, None), tokenizer, tagger)
     predictions = predict(model, {args.task: data}, args.precision, progress=True)[args.task]
     if args.output == "-":
         print(f"id \t {spec.prediction_header}")
@@ -233,15 +235,18 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def load_for_inference(args: argparse.Namespace) -> tuple:
-    """A saved model (--checkpoint) on its device (--use_gpu), and its tokenizer."""
+    """A saved model (--checkpoint) on its device (--use_gpu), its tokenizer, and the tagger of a model trained with
+    tags (else None), which tags new input as its training data was."""
     from mtbert.accel.kernels import tune_kernels
+    from mtbert.data.tagging import Tagger, TagVocab
     from mtbert.train.checkpoint import load_model
     from mtbert.train.distributed import pick_device
 
     model, tokenizer, _ = load_model(args.checkpoint)
     device = pick_device(args.use_gpu)
     tune_kernels(device)
-    return model.to(device), tokenizer
+    tagger = Tagger(args.tag_cache, TagVocab.from_dict(model.tag_vocab)) if model.tag_vocab is not None else None
+    return model.to(device), tokenizer, tagger
 
 
 def _read_text(path: Path) -> str:

@@ -71,6 +71,14 @@ class Config:
     sts_dev_out: str = opt("predictions/sts-dev-output.csv", "dev predictions for STS")
     sts_test_out: str = opt("predictions/sts-test-output.csv", "test predictions for STS")
     max_length: int = opt(128, "sentences are truncated to this many word pieces")
+    additional_input: bool = opt(
+        False,
+        "add POS and NER tag embeddings to the input embeddings, as the original project did: spaCy's fine-grained "
+        "tags and IOB entity types of every word, given to its word pieces (needs the [tagging] extra, or a "
+        "filled --tag_cache)",
+    )
+    tag_cache: str | None = opt(None, "folder of the tags of every sentence seen, shared by all runs (default: "
+                                "$XDG_CACHE_HOME/mtbert/tags, ~/.cache/mtbert/tags)")  # fmt: skip
     # --- speed
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto",
@@ -158,6 +166,9 @@ class Config:
             raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
         if self.graph_steps and self.torch_compile == "cudagraphs":
             raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
+        if self.additional_input and (self.unpad or self.torch_compile != "off" or self.graph_steps):
+            raise ValueError("--additional_input works with the default passes: leave out --unpad, --torch_compile "
+                             "and --graph_steps")  # fmt: skip
         if self.checkpoint is not None and self.model is not None:
             raise ValueError("--checkpoint and --model both name a starting point; give one")
         if self.save_every < 0:

@@ -88,7 +88,9 @@ class ShapedPasses:
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         return [order[start : start + self.fixed_rows] for start in range(0, len(order), self.fixed_rows)]
 
-    def encode(self, model: MultitaskModel, seqs: list[list[int]]) -> torch.Tensor:
+    def encode(self, model: MultitaskModel, seqs: list[list[int]], tags: list | None = None) -> torch.Tensor:
+        if tags is not None:  # Config refuses --additional_input with the speed modes
+            raise ValueError("the GPU speed modes encode untagged sentences only")
         pass_by_pass = self.graphs and not torch.is_grad_enabled()
         if pass_by_pass:  # without backward, a new pass may reuse the memory of the last one's graph outputs
             torch.compiler.cudagraph_mark_step_begin()

@@ -11,6 +11,8 @@ import torch
 
 from mtbert.data.fetch import fetch
 from mtbert.data.files import Examples, read_examples
+from mtbert.data.tagging import Tagger
+from mtbert.model.multitask import Tags
 from mtbert.model.tasks import TASKS, TaskSpec
 from mtbert.model.tokenizer import Tokenizer
 
@@ -23,6 +25,7 @@ class TaskData:
     examples: Examples
     tokens: list[list[list[int]]]
     labels: torch.Tensor | None
+    tags: list[list[Tags]] | None = None  # tags[c][i]: the POS and NER tag ids of those word pieces (tagged)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -30,26 +33,40 @@ class TaskData:
     def rows(self, index: np.ndarray) -> list[list[list[int]]]:
         return [[column[i] for i in index] for column in self.tokens]
 
+    def tag_rows(self, index: np.ndarray) -> list[list[Tags]] | None:
+        return [[column[i] for i in index] for column in self.tags] if self.tags is not None else None
+
     def head(self, n: int) -> TaskData:
         """The first n rows."""
         e = self.examples
         labels = e.labels[:n] if e.labels is not None else None
         examples = Examples(e.path, e.ids[:n], [column[:n] for column in e.texts], labels)
         tokens = [column[:n] for column in self.tokens]
-        return TaskData(self.task, examples, tokens, self.labels[:n] if self.labels is not None else None)
+        tags = [column[:n] for column in self.tags] if self.tags is not None else None
+        return TaskData(self.task, examples, tokens, self.labels[:n] if self.labels is not None else None, tags)
 
 
-def read_task(path: Path, task: str, tokenizer: Tokenizer, require_labels: bool = True) -> TaskData:
-    """Reads and validates a task's CSV file (see read_examples) and tokenizes its sentences."""
+def read_task(
+    path: Path, task: str, tokenizer: Tokenizer, require_labels: bool = True, tagger: Tagger | None = None
+) -> TaskData:
+    """Reads and validates a task's CSV file (see read_examples), tokenizes its sentences and, with a tagger
+    (--additional_input), tags them."""
     spec = TASKS[task]
     examples = read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, require_labels)
-    return task_data(task, examples, tokenizer)
+    return task_data(task, examples, tokenizer, tagger)
 
 
-def task_data(task: str, examples: Examples, tokenizer: Tokenizer) -> TaskData:
-    tokens = [tokenizer.encode_ids(column) for column in examples.texts]
+def task_data(task: str, examples: Examples, tokenizer: Tokenizer, tagger: Tagger | None = None) -> TaskData:
+    """Tokenized (and tagged) rows of `examples`."""
     labels = torch.from_numpy(examples.labels) if examples.labels is not None else None
-    return TaskData(task, examples, tokens, labels)
+    if tagger is None:
+        return TaskData(task, examples, [tokenizer.encode_ids(column) for column in examples.texts], labels)
+    tokens, tags = [], []
+    for column in examples.texts:
+        ids, offsets = tokenizer.encode_offsets(column)
+        tokens.append(ids)
+        tags.append(tagger.tag_ids(column, offsets))
+    return TaskData(task, examples, tokens, labels, tags)
 
 
 def fetch_data(source: str | None, dest: Path) -> list[Path]:

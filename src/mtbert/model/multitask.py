@@ -10,8 +10,12 @@ from tqdm import tqdm
 
 from mtbert.model.encoder import BertEncoder
 from mtbert.model.heads import AttentionPooling
+from mtbert.model.tags import TagEmbeddings
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import pad_batch
+
+# A sentence's tag ids (--additional_input): POS and NER, one of each per word piece.
+Tags = tuple[list[int], list[int]]
 
 # A batch's sentences are sorted by length and encoded in passes of at most this many (padded) tokens, so that short
 # sentences are not padded to the longest one of the batch. Small passes suit a CPU; a GPU, whose time goes to
@@ -26,8 +30,8 @@ class EncoderPasses(Protocol):
         """The sentence indices of each pass."""
         ...
 
-    def encode(self, model: MultitaskModel, seqs: list[list[int]]) -> torch.Tensor:
-        """The pooled embeddings (b, H) of one pass's token-id lists."""
+    def encode(self, model: MultitaskModel, seqs: list[list[int]], tags: list[Tags] | None) -> torch.Tensor:
+        """The pooled embeddings (b, H) of one pass's token-id lists (and their tag ids, for a tagged model)."""
         ...
 
 
@@ -50,16 +54,27 @@ class PaddedPasses:
             start = end
         return passes
 
-    def encode(self, model: MultitaskModel, seqs: list[list[int]]) -> torch.Tensor:
+    def encode(self, model: MultitaskModel, seqs: list[list[int]], tags: list[Tags] | None = None) -> torch.Tensor:
         ids, mask = pad_batch(seqs, model.pad_id)  # (b, T) each, on the host
         padded = not bool(mask.all())  # decided on the host: no mask for a pass without padding
         ids, mask = ids.to(model.device, non_blocking=True), mask.to(model.device, non_blocking=True)
-        hidden = model.encoder(ids, mask if padded else None)  # (b, T, H)
+        extra = model.tag_embeddings(tags) if tags is not None else None  # (b, T, H)
+        hidden = model.encoder(ids, mask if padded else None, extra_embeddings=extra)  # (b, T, H)
         return model.pool(hidden, mask)  # (b, H)
 
 
 class MultitaskModel(nn.Module):
-    def __init__(self, encoder: BertEncoder, tasks: tuple[str, ...], dropout: float, pad_id: int = 0):
+    """One shared encoder, attention pooling, a head per task; with `tag_vocab` (--additional_input) also POS and
+    NER tag embeddings, added to the encoder's input embeddings."""
+
+    def __init__(
+        self,
+        encoder: BertEncoder,
+        tasks: tuple[str, ...],
+        dropout: float,
+        pad_id: int = 0,
+        tag_vocab: dict | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         encoder.pooler.requires_grad_(False)  # BERT's [CLS] pooler: the tasks pool with attention instead
@@ -67,21 +82,39 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.passes: EncoderPasses = PaddedPasses()
+        self.tag_vocab: dict | None = None  # {"tagger", "pos", "ner"}: the tag names, saved with the model
+        self.tags: TagEmbeddings | None = None
+        if tag_vocab is not None:
+            self.add_tags(tag_vocab)
+
+    def add_tags(self, tag_vocab: dict) -> None:
+        """Adds the tag embeddings of `tag_vocab`'s POS and NER tags, zero at first (the model's outputs unchanged)."""
+        self.tag_vocab = tag_vocab
+        hidden = self.encoder.config.hidden_size
+        self.tags = TagEmbeddings(len(tag_vocab["pos"]), len(tag_vocab["ner"]), hidden).to(self.device)
 
     @property
     def device(self) -> torch.device:
         return self.pool.proj.weight.device
 
-    def embed(self, sentences: list[list[int]], progress: bool = False) -> torch.Tensor:
+    def tag_embeddings(self, tags: list[Tags]) -> torch.Tensor:
+        """The tag embeddings (b, T, H) of a pass's sentences, padded as their token ids."""
+        pos, _ = pad_batch([p for p, _ in tags], 0)
+        ner, _ = pad_batch([n for _, n in tags], 0)
+        return self.tags(pos.to(self.device, non_blocking=True), ner.to(self.device, non_blocking=True))
+
+    def embed(self, sentences: list[list[int]], progress: bool = False, tags: list[Tags] | None = None) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see self.passes), in input order.
-        `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done)."""
+        `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done).
+        `tags`: each sentence's tag ids, for a tagged model."""
         passes = self.passes.plan(self, [len(s) for s in sentences])
         pooled = []
         with tqdm(
             total=len(sentences), desc="encoding", unit="sentence", disable=None if progress else True, leave=False
         ) as bar:
             for rows in passes:
-                pooled.append(self.passes.encode(self, [sentences[i] for i in rows]))  # (b, H)
+                pass_tags = [tags[i] for i in rows] if tags is not None else None
+                pooled.append(self.passes.encode(self, [sentences[i] for i in rows], pass_tags))  # (b, H)
                 bar.update(len(rows))
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
@@ -89,12 +122,18 @@ class MultitaskModel(nn.Module):
         inverse[order] = torch.arange(len(order))
         return out[inverse.to(out.device)]
 
-    def forward(self, batch: dict[str, list[list[list[int]]]], progress: bool = False) -> dict[str, torch.Tensor]:
-        """batch: task -> one list of token-id lists per text column. Returns task -> head output.
+    def forward(
+        self, batch: dict[str, list[list[list[int]]]], progress: bool = False, tags: dict | None = None
+    ) -> dict[str, torch.Tensor]:
+        """batch: task -> one list of token-id lists per text column (tags: the same of tag ids, for a tagged
+        model). Returns task -> head output.
 
         All sentences of all tasks go through the shared encoder together, then each head reads its own.
         """
-        return self.apply_heads(self.embed(batch_sentences(batch), progress), batch_sizes(batch))
+        if (tags is not None) != (self.tags is not None):
+            raise ValueError("a tagged model needs the sentences' tags, an untagged one none")
+        sentence_tags = batch_sentences(tags) if tags is not None else None
+        return self.apply_heads(self.embed(batch_sentences(batch), progress, sentence_tags), batch_sizes(batch))
 
     def apply_heads(self, emb: torch.Tensor, sizes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
         """Task -> head output, from the embeddings (N, H) of a batch's sentences in order: task by task, text
@@ -109,8 +148,8 @@ class MultitaskModel(nn.Module):
         return outputs
 
 
-def batch_sentences(batch: dict[str, list[list[list[int]]]]) -> list[list[int]]:
-    """The token-id lists of a batch's sentences in order: task by task, text column by column."""
+def batch_sentences(batch: dict[str, list[list]]) -> list:
+    """The token-id lists (or tags) of a batch's sentences in order: task by task, text column by column."""
     return [s for columns in batch.values() for column in columns for s in column]
 
 

@@ -64,6 +64,12 @@ class Tokenizer:
         """Token ids of each sentence, with [CLS] and [SEP], unpadded."""
         return [e.ids for e in self._tok.encode_batch(texts)]
 
+    def encode_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Token ids of each sentence (as encode_ids) and each token's (start, end) characters in the sentence;
+        [CLS] and [SEP] have (0, 0)."""
+        encodings = self._tok.encode_batch(texts)
+        return [e.ids for e in encodings], [e.offsets for e in encodings]
+
     def __call__(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Encodes sentences (or sentence pairs) and pads them to the longest: ids, mask and types, all (B, T)."""
         inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))

@@ -43,6 +43,8 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
         full_meta = {"encoder": model.encoder.config.to_dict(), "tasks": list(model.heads), **meta}
+        if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
+            full_meta["tags"] = model.tag_vocab
         (tmp / META).write_text(json.dumps(full_meta, indent=2) + "\n")
         tokenizer.save(tmp)
         for f in tmp.iterdir():
@@ -88,7 +90,7 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     except Exception as e:  # safetensors raises its own error types on a damaged file
         raise MtbertError(f"{weights_file}: cannot read weights ({e}); the file may be truncated") from e
     tokenizer = Tokenizer.from_pretrained(folder)
-    model = MultitaskModel(BertEncoder(enc_cfg), tasks, dropout, pad_id=tokenizer.pad_id)
+    model = MultitaskModel(BertEncoder(enc_cfg), tasks, dropout, pad_id=tokenizer.pad_id, tag_vocab=meta.get("tags"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -132,7 +134,7 @@ def load_training_state(folder: str | Path) -> dict | None:
 
 # Config fields a resumed run may change; any other difference from the saved run's config is an error.
 RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad", "torch_compile", "local_files_only",
-                     "tensorboard_subfolder"}  # fmt: skip
+                     "tensorboard_subfolder", "tag_cache"}  # fmt: skip
 
 
 def restore(

@@ -22,7 +22,8 @@ def predict(
     was_training = model.training
     model.eval()
     with autocast(model.device, precision):
-        outputs = model({task: d.tokens for task, d in data.items()}, progress)
+        tags = {task: d.tags for task, d in data.items()} if model.tags is not None else None
+        outputs = model({task: d.tokens for task, d in data.items()}, progress, tags)
     model.train(was_training)
     return {task: TASKS[task].predict(out.float()).cpu().numpy() for task, out in outputs.items()}
 

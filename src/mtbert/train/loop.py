@@ -20,6 +20,7 @@ from tqdm import tqdm
 from mtbert.config import Config
 from mtbert.data.files import write_predictions
 from mtbert.data.sampler import MultitaskSampler
+from mtbert.data.tagging import Tagger, TagVocab
 from mtbert.data.task_data import TaskData, read_task
 from mtbert.errors import MtbertError
 from mtbert.model.hf import load_encoder
@@ -140,6 +141,7 @@ class Run:
     model: MultitaskModel
     ddp_model: torch.nn.Module
     tokenizer: Tokenizer
+    tagger: Tagger | None  # --additional_input
     train_data: dict[str, TaskData]
     dev_data: dict[str, TaskData]
     sampler: MultitaskSampler
@@ -168,11 +170,12 @@ def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
     model, tokenizer = build_model(cfg)
     claims = claim_outputs(cfg, model) if world.is_main else contextlib.ExitStack()
     try:
+        tagger = make_tagger(cfg, model)
         place_model(model, cfg, world.device, speed)
         if world.world_size > 1:
             seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
-        train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-        dev_data = {t: read_dev(cfg, t, tokenizer) for t in cfg.tasks} if world.is_main else {}
+        train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer, tagger=tagger) for t in cfg.tasks}
+        dev_data = {t: read_dev(cfg, t, tokenizer, tagger) for t in cfg.tasks} if world.is_main else {}
         sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch,
                                    cfg.batch_size, cfg.seed)  # fmt: skip
         optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
@@ -187,8 +190,8 @@ def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
     except BaseException:
         claims.close()
         raise
-    return Run(cfg, world, speed, model, world.wrap(model), tokenizer, train_data, dev_data, sampler, optimizer,
-               scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg), claims)  # fmt: skip
+    return Run(cfg, world, speed, model, world.wrap(model), tokenizer, tagger, train_data, dev_data, sampler,
+               optimizer, scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg), claims)  # fmt: skip
 
 
 def claim_outputs(cfg: Config, model: MultitaskModel) -> contextlib.ExitStack:
@@ -266,9 +269,9 @@ def task_file(cfg: Config, task: str, split: str) -> Path:
     return Path(given) if given is not None else Path(cfg.data_dir) / TASKS[task].files[split]
 
 
-def read_dev(cfg: Config, task: str, tokenizer: Tokenizer) -> TaskData:
+def read_dev(cfg: Config, task: str, tokenizer: Tokenizer, tagger: Tagger | None) -> TaskData:
     """A task's dev data (--smoketest: its first rows)."""
-    data = read_task(task_file(cfg, task, "dev"), task, tokenizer)
+    data = read_task(task_file(cfg, task, "dev"), task, tokenizer, tagger=tagger)
     return data.head(SMOKE_ROWS) if cfg.smoketest else data
 
 
@@ -292,6 +295,19 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
+
+
+def make_tagger(cfg: Config, model: MultitaskModel) -> Tagger | None:
+    """The tagger of a run with tags (--additional_input, or a --checkpoint trained with them), which gives a new
+    model its tag embeddings; None without tags."""
+    if model.tag_vocab is None and not cfg.additional_input:
+        return None
+    if not cfg.additional_input:
+        raise MtbertError(f"--checkpoint {cfg.checkpoint} was trained with tag embeddings: add --additional_input")
+    tagger = Tagger(cfg.tag_cache, TagVocab.from_dict(model.tag_vocab) if model.tag_vocab is not None else None)
+    if model.tag_vocab is None:
+        model.add_tags(tagger.vocab.to_dict())
+    return tagger
 
 
 def set_dropout(model: MultitaskModel, p: float) -> None:
@@ -372,10 +388,10 @@ def write_test_predictions(run: Run) -> None:
     for t in cfg.tasks:
         path = task_file(cfg, t, "test")
         if path.is_file():
-            test_data[t] = read_task(path, t, tokenizer, require_labels=False)
+            test_data[t] = read_task(path, t, tokenizer, require_labels=False, tagger=run.tagger)
         elif cfg.smoketest:
             log.warning("%s: no such file; --smoketest writes %s test predictions of dev rows", path, t)
-            test_data[t] = read_dev(cfg, t, tokenizer)
+            test_data[t] = read_dev(cfg, t, tokenizer, run.tagger)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, t)
     write_predictions_of(cfg, "test", test_data, predict(model, test_data, cfg.precision, progress=True))

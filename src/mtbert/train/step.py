@@ -24,8 +24,14 @@ def compute_losses(
     """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
     the encoder together."""
     batch, labels = step_batch(data, rows)
-    outputs = {t: out.float() for t, out in model(batch).items()}
+    tags = {t: data[t].tag_rows(index) for t, index in rows.items()} if model_tagged(data) else None
+    outputs = {t: out.float() for t, out in model(batch, tags=tags).items()}
     return task_losses(outputs, {t: y.to(device, non_blocking=True) for t, y in labels.items()}), outputs
+
+
+def model_tagged(data: dict[str, TaskData]) -> bool:
+    """Whether the data carries tags (--additional_input), which the model then takes."""
+    return all(d.tags is not None for d in data.values())
 
 
 def step_batch(
