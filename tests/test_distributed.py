@@ -78,3 +78,20 @@ def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_check
     assert outputs[0]["best"] == outputs[1]["best"]
     hessians = [s["hessian"] for s in load_training_state(cfg.resume)["optimizer"]["state"].values()]
     assert all(torch.isfinite(h).all() for h in hessians) and any((h > 0).any() for h in hessians)
+
+
+@pytest.mark.slow
+def test_tags_train_under_torchrun_and_resume(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path):
+    """--additional_input in 2 gloo processes (both tag through the same cache) with --resume: the saved state holds
+    the tag embeddings, and a second run of the same command finds the run complete."""
+    cfg = Config(
+        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=2, samples_per_epoch=8, batch_size=4, lr=3e-3,
+        scheduler="none", precision="fp32", additional_input=True, tag_cache=str(tmp_path / "tags"),
+        resume=str(tmp_path / "state"), **run_paths(tmp_path / "out"),
+    )  # fmt: skip
+    outputs = torchrun(cfg)
+    assert outputs[0]["best"] == outputs[1]["best"] and outputs[0]["best"]["epoch"] in (1, 2)
+    state = load_training_state(cfg.resume)
+    assert state["run"]["epoch"] == 2 and state["model"]["tags.pos.weight"].abs().sum() > 0
+    again = torchrun(cfg)  # the same command again: nothing left to train
+    assert [o["history"] for o in again] == [[], []] and again[0]["best"] == outputs[0]["best"]
