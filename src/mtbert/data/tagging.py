@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mtbert.data.files import atomic_write_bytes
 from mtbert.errors import MtbertError
-from mtbert.outputs import Lock, user_permissions
+from mtbert.outputs import Lock
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,11 @@ class TagCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "tagger.json"
         if not meta.is_file():
-            write_atomic(meta, json.dumps(self.vocab.to_dict()) + "\n")
+            with contextlib.suppress(FileNotFoundError):  # another run writing it at once removed our copy: theirs
+                atomic_write_bytes(meta, (json.dumps(self.vocab.to_dict()) + "\n").encode())
         self.entries.update(new)
         name = f"part-{time.time_ns()}-{os.getpid()}.jsonl"
-        write_atomic(self.folder / name, "".join(json.dumps([t, w]) + "\n" for t, w in new.items()))
+        atomic_write_bytes(self.folder / name, "".join(json.dumps([t, w]) + "\n" for t, w in new.items()).encode())
         parts = list(self.folder.glob("part-*.jsonl"))
         if len(parts) > MERGE_PARTS:
             self.merge(parts)
@@ -115,18 +118,13 @@ class TagCache:
         try:
             self.read()
             name = f"part-{time.time_ns()}-{os.getpid()}-merged.jsonl"
-            write_atomic(self.folder / name, "".join(json.dumps([t, w]) + "\n" for t, w in self.entries.items()))
+            atomic_write_bytes(
+                self.folder / name, "".join(json.dumps([t, w]) + "\n" for t, w in self.entries.items()).encode()
+            )
             for part in parts:
                 part.unlink(missing_ok=True)
         finally:
             lock.release()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    user_permissions(tmp)
-    os.replace(tmp, path)
 
 
 def cached_vocab(root: str | Path) -> TagVocab | None:
@@ -150,7 +148,8 @@ class Tagger:
             if found is None:
                 raise
         if vocab is not None and vocab.tagger != found.tagger:
-            raise MtbertError(f"the model's tags come from {vocab.tagger}, this machine's tagger is {found.tagger}")
+            raise MtbertError(f"the model's tags come from {vocab.tagger}, this machine's tagger is {found.tagger}: "
+                              "install that spaCy and model version, or use a --tag_cache filled by it")  # fmt: skip
         self.vocab = found
         self.cache = TagCache(root, found)
         self.calls = 0  # sentences sent to spaCy
