@@ -238,14 +238,14 @@ def load_for_inference(args: argparse.Namespace) -> tuple:
     """A saved model (--checkpoint) on its device (--use_gpu), its tokenizer, and the tagger of a model trained with
     tags (else None), which tags new input as its training data was."""
     from mtbert.accel.kernels import tune_kernels
-    from mtbert.data.tagging import Tagger, TagVocab
+    from mtbert.data.tagging import Tagger
     from mtbert.train.checkpoint import load_model
     from mtbert.train.distributed import pick_device
 
     model, tokenizer, _ = load_model(args.checkpoint)
     device = pick_device(args.use_gpu)
     tune_kernels(device)
-    tagger = Tagger(args.tag_cache, TagVocab.from_dict(model.tag_vocab)) if model.tag_vocab is not None else None
+    tagger = Tagger(args.tag_cache, model.tag_vocab) if model.tag_vocab is not None else None
     return model.to(device), tokenizer, tagger
 
 

@@ -137,8 +137,11 @@ class Tagger:
     """Tags sentences with spaCy, through the disk cache: only sentences missing from it are tagged (batched with
     nlp.pipe, with a progress bar). Without spaCy, a filled cache serves every sentence it holds."""
 
-    def __init__(self, cache_root: str | Path | None = None, vocab: TagVocab | None = None):
+    def __init__(self, cache_root: str | Path | None = None, model_vocab: dict | None = None):
+        """`model_vocab`: the tag vocabulary a saved model was trained with (MultitaskModel.tag_vocab), which this
+        tagger must match; None for a new model."""
         root = Path(cache_root) if cache_root is not None else default_cache()
+        vocab = TagVocab.from_dict(model_vocab) if model_vocab is not None else None
         self.nlp = None
         try:
             self.nlp = load_spacy()

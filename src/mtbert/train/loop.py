@@ -20,7 +20,7 @@ from tqdm import tqdm
 from mtbert.config import Config
 from mtbert.data.files import write_predictions
 from mtbert.data.sampler import MultitaskSampler
-from mtbert.data.tagging import Tagger, TagVocab
+from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task
 from mtbert.errors import MtbertError
 from mtbert.model.hf import load_encoder
@@ -304,7 +304,7 @@ def make_tagger(cfg: Config, model: MultitaskModel) -> Tagger | None:
         return None
     if not cfg.additional_input:
         raise MtbertError(f"--checkpoint {cfg.checkpoint} was trained with tag embeddings: add --additional_input")
-    tagger = Tagger(cfg.tag_cache, TagVocab.from_dict(model.tag_vocab) if model.tag_vocab is not None else None)
+    tagger = Tagger(cfg.tag_cache, model.tag_vocab)
     if model.tag_vocab is None:
         model.add_tags(tagger.vocab.to_dict())
     return tagger
