@@ -32,8 +32,11 @@ TRAIN_ARGS ?= --epochs 4 --samples_per_epoch 3000 --head_lr 1e-3 --hidden_dropou
 
 # glibc raises its mmap threshold as large blocks are freed, so activations of changing shapes pile up on a
 # fragmenting heap; a fixed 4 MiB threshold keeps the peak memory lower at the same speed (docs/speed.md).
+# `make train ARGS="--moe --moe_gate hard"` adds flags to the default.
+ARGS ?=
 train: data
-	MALLOC_MMAP_THRESHOLD_=4194304 $(PY) -m mtbert train --data_dir $(DATA_DIR) --optimizer $(OPTIMIZER) $(TRAIN_ARGS)
+	MALLOC_MMAP_THRESHOLD_=4194304 $(PY) -m mtbert train --data_dir $(DATA_DIR) --optimizer $(OPTIMIZER) $(TRAIN_ARGS) \
+		$(ARGS)
 
 # Every tier this machine can run; `$(PY) -m pytest -m "not slow"` is the quick one.
 test: data

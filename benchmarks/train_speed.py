@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py [--device cpu|cuda] [--model minilm|bert-base] [--steps 8] [--batch_size 64]
         [--checkpoint DIR] [--precision auto|fp32|bf16] [--chunk_tokens N] [--unpad]
         [--torch_compile off|on|cudagraphs] [--graph_steps]
-        [--profile]
+        [--profile [--trace_dir DIR]]
 
 The reference: a `transformers.BertModel` with the same pooling and heads, each task's batch tokenized on the fly
 with padding to its longest sentence, one encoder forward per task and side (SST 1, Quora 2, STS 2), the losses
@@ -11,13 +11,15 @@ summed, AdamW. Ours: the step of `mtbert.train.loop.train` (`train_step`) (sente
 length-sorted pass, bf16 autocast on CUDA). Each runs in its own subprocess (so each peak memory is its own)
 over the same sampled batches; prints one JSON line with samples/s, real tokens/s, the ratio ours / reference,
 peak memory, and the model FLOP rate of each (and on CUDA its fraction of the chip's dense bf16 peak, MFU).
---profile prints where ours spends its time instead (PyTorch profiler, ops by device time).
+--profile prints where ours spends its time instead (mtbert's training profiler, as --profiler: ops by device time,
+a trace under --trace_dir).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from mtbert.model.tasks import TASKS, sentences_per_step
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.train.loop import task_file
 from mtbert.train.optim import build_optimizer
+from mtbert.train.profiler import StepProfiler, sort_key
 from mtbert.train.step import train_step
 
 # A bert-base-sized random encoder, for speed only (MiniLM's vocabulary).
@@ -169,25 +172,23 @@ def measure(step, steps: list[dict], data: dict, args: argparse.Namespace, cfg: 
 
 
 def profile(step, steps: list[dict], args: argparse.Namespace) -> dict:
-    """Runs the timed steps under the PyTorch profiler; prints the ops by device (else CPU) time, and returns how
-    busy the device was: its summed kernel time over the wall time."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
+    """Runs the steps under mtbert's training profiler (the warm-up ones profiled but dropped, the timed ones
+    recorded), which writes the trace to --trace_dir and logs the top operators by self time; returns how busy the
+    device was: its summed kernel time over the wall time."""
+    device = torch.device(args.device)
+    profiler = StepProfiler(args.trace_dir, device, active=len(steps) - args.warmup, wait=0, warmup=args.warmup)
     cuda = args.device == "cuda"
     for rows in steps[: args.warmup]:
         step(rows)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with torch_profile(activities=activities) as prof:
-        start = time.perf_counter()
-        for rows in steps[args.warmup :]:
-            step(rows)
+        profiler.step()
+    start = time.perf_counter()
+    for rows in steps[args.warmup :]:
+        step(rows)
         if cuda:
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    averages = prof.key_averages()
-    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    print(averages.table(sort_by=key, row_limit=25), file=sys.stderr)
+        profiler.step()
+    seconds = time.perf_counter() - start  # (with the profiler's own work at the end of each step)
+    averages, key = profiler.averages, sort_key(device)
     # on CUDA the device's own events (kernels, copies) only, as the table's total: a compiled graph's call is also
     # a device event, a user annotation spanning the kernels it launched, which would count them twice
     device_events = [
@@ -217,11 +218,13 @@ def main() -> None:
         add_config_argument(parser, setting)
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
+    parser.add_argument("--trace_dir", default="runs/profile", help="--profile: where the trace is written")
     args = parser.parse_args()
     args.steps += args.warmup
     torch.set_num_threads(args.threads)
     if args.profile:
         args.only = "ours"
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # the profiler's table goes to the log
     if args.only:
         print(json.dumps((run_ours if args.only == "ours" else run_reference)(args)))
         return

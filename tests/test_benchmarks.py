@@ -18,6 +18,7 @@ BENCHMARKS = {
         ["--steps", "2", "--warmup", "1", "--batch_size", "4"],
         "step_shapes",
     ),
+    "train_speed.py --profile": (["--steps", "2", "--warmup", "1", "--batch_size", "4"], "busy_fraction"),
     "graph_steps_check.py": (["--steps", "2", "--batch_size", "4"], "same"),
     "sophia_speed.py": (["--steps", "1", "--hess_interval", "1", "--batch_size", "4"], "sophiah_time_ratio"),
     "same_results.py": (["--epochs", "1", "--samples_per_epoch", "8", "--batch_size", "4"], "plain"),
@@ -40,6 +41,8 @@ def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert key in result, result
+    if "--profile" in flags:  # the training profiler's trace and table
+        assert list((tmp_path / "runs" / "profile").glob("*.pt.trace.json")) and "Self CPU" in done.stderr
     if name == "graph_steps_check.py":  # its verdict: the recorded (here: unrecorded) steps equal the eager ones
         assert result["same"] is True, result
 

@@ -95,3 +95,32 @@ def test_tags_train_under_torchrun_and_resume(tmp_path: Path, toy_data: Path, ti
     assert state["run"]["epoch"] == 2 and state["model"]["tags.pos.weight"].abs().sum() > 0
     again = torchrun(cfg)  # the same command again: nothing left to train
     assert [o["history"] for o in again] == [[], []] and again[0]["best"] == outputs[0]["best"]
+
+
+@pytest.mark.slow
+def test_unfreezing_and_a_hard_gated_mixture_train_under_torchrun(
+    tmp_path: Path, toy_data: Path, tiny_checkpoint: Path
+) -> None:
+    """DDP is rebuilt as layers join (it reduces what trained when it was built), and a hard gate's experts may get
+    no sentence on a rank (unused parameters): two processes end with one process's weights."""
+    model = tmp_path / "tiny-bert-no-dropout"
+    shutil.copytree(tiny_checkpoint, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
+    cfg = Config(
+        model=str(model), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=4, lr=3e-3,
+        scheduler="none", hidden_dropout_prob=0.0, precision="fp32", unfreeze_interval=1, moe=True, moe_experts=2,
+        moe_gate="hard", resume=str(tmp_path / "one-state"), **run_paths(tmp_path / "one"),
+    )  # fmt: skip
+    one = run_child(cfg)
+    assert one.returncode == 0, one.stderr
+    two = replace(cfg, resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
+    outputs = torchrun(two)
+    assert outputs[0]["best"] == outputs[1]["best"]
+    history = max((o["history"] for o in outputs), key=len)  # rank 0's
+    assert sum(history[-1][f"expert_{k}_share"] for k in range(2)) == pytest.approx(1)
+    a, b = load_training_state(cfg.resume), load_training_state(two.resume)
+    assert a["run"]["step"] == b["run"]["step"] == 6
+    for name, value in a["model"].items():  # (Adam amplifies rounding where gradients are ~0: 1e-4 apart; a layer
+        # whose gradients DDP did not reduce is 1e-2 apart)
+        torch.testing.assert_close(b["model"][name], value, atol=1e-3, rtol=0, msg=name)

@@ -18,7 +18,16 @@ from .conftest import run_child, run_paths
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_parameters_and_metrics(resume_cfg: Config, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "features",
+    [{}, {"unfreeze_interval": 1, "moe": True, "moe_experts": 2, "moe_gate": "hard", "optimizer": "sophiah"}],
+    ids=["plain", "unfreezing-moe-sophiah"],
+)
+def test_killed_run_resumes_to_the_same_parameters_and_metrics(
+    resume_cfg: Config, tmp_path: Path, features: dict
+) -> None:
+    """Killed mid-epoch 2 (with unfreezing: after layer 1 joined, before the embeddings do)."""
+    resume_cfg = replace(resume_cfg, **features)
     whole = replace(resume_cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
     done = run_child(whole)
     assert done.returncode == 0, done.stderr

@@ -154,6 +154,32 @@ class Config:
     hidden_dropout_prob: float = opt(
         0.1, "dropout of the encoder's hidden states and in the heads (attention dropout stays the checkpoint's)"
     )
+    unfreeze_interval: int = opt(
+        0,
+        "gradual unfreezing: training starts with the heads, the pooling and the top encoder layer trainable, and "
+        "every this many epochs the next layer down joins (the embeddings last), under either --option; the "
+        "optimizer and the lr schedule run on. 0: off",
+    )
+    # --- mixture of experts
+    moe: bool = opt(
+        False,
+        "a mixture of expert encoders: --moe_experts encoders and a gating encoder, all initialised from the "
+        "same checkpoint; the gate's [CLS] pooler output gives each sentence a distribution over the experts",
+    )
+    moe_experts: int = opt(3, "--moe: the number of expert encoders (at least 2)")
+    moe_gate: Literal["soft", "hard"] = opt(
+        "soft",
+        "--moe: soft mixes every expert's sentence embedding by the gate's weights (all experts run); hard sends "
+        "each sentence through its top expert only, and the gate learns through a straight-through weight",
+    )
+    # --- diagnostics
+    profiler: bool = opt(
+        False,
+        "profile training steps with torch.profiler (2 skipped, 2 of warm-up, then --profiler_steps recorded), "
+        "write the trace under the run's log folder (Perfetto, chrome://tracing, TensorBoard's profiler plugin "
+        "open it), print the top operators by self time, then stop profiling",
+    )
+    profiler_steps: int = opt(5, "--profiler: the number of steps recorded")
 
     def __post_init__(self) -> None:
         for name, kind in typing.get_type_hints(Config).items():  # inf and nan train to nothing but nan
@@ -186,6 +212,22 @@ class Config:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {value}")
+        if self.unfreeze_interval < 0:
+            raise ValueError(f"--unfreeze_interval must not be negative, got {self.unfreeze_interval}")
+        if self.unfreeze_interval and self.unfreeze_interval >= self.epochs:
+            raise ValueError(f"--unfreeze_interval {self.unfreeze_interval} with --epochs {self.epochs}: no layer "
+                             "would join before training ends; use an interval below --epochs")  # fmt: skip
+        if self.unfreeze_interval and self.graph_steps:
+            raise ValueError("--graph_steps records the step of a fixed set of parameters: leave it out with "
+                             "--unfreeze_interval")  # fmt: skip
+        if self.moe_experts < 2:
+            raise ValueError(f"--moe_experts must be at least 2 (a mixture of one is the plain model), got "
+                             f"{self.moe_experts}")  # fmt: skip
+        if self.moe and (self.unpad or self.torch_compile != "off" or self.graph_steps):
+            raise ValueError("--moe works with the default passes: leave out --unpad, --torch_compile and "
+                             "--graph_steps")  # fmt: skip
+        if self.profiler_steps < 1:
+            raise ValueError(f"--profiler_steps must be at least 1, got {self.profiler_steps}")
         if not 0 <= self.hidden_dropout_prob < 1:
             raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
 

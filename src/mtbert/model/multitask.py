@@ -8,8 +8,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mtbert.model.encoder import BertEncoder
+from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.heads import AttentionPooling
+from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.tags import TagEmbeddings
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import pad_batch
@@ -59,25 +60,27 @@ class PaddedPasses:
         padded = not bool(mask.all())  # decided on the host: no mask for a pass without padding
         ids, mask = ids.to(model.device, non_blocking=True), mask.to(model.device, non_blocking=True)
         extra = model.tag_embeddings(tags) if tags is not None else None  # (b, T, H)
-        hidden = model.encoder(ids, mask if padded else None, extra_embeddings=extra)  # (b, T, H)
-        return model.pool(hidden, mask)  # (b, H)
+        return model.sentence_embeddings(ids, mask, padded, extra)  # (b, H)
 
 
 class MultitaskModel(nn.Module):
-    """One shared encoder, attention pooling, a head per task; with `tag_vocab` (--additional_input) also POS and
-    NER tag embeddings, added to the encoder's input embeddings."""
+    """One shared encoder (or a mixture of expert encoders, `moe`), attention pooling, a head per task; with
+    `tag_vocab` (--additional_input) also POS and NER tag embeddings, added to the encoder's input embeddings."""
 
     def __init__(
         self,
-        encoder: BertEncoder,
+        encoder: BertEncoder | MixtureOfEncoders,
         tasks: tuple[str, ...],
         dropout: float,
         pad_id: int = 0,
         tag_vocab: dict | None = None,
     ):
         super().__init__()
-        self.encoder = encoder
-        encoder.pooler.requires_grad_(False)  # BERT's [CLS] pooler: the tasks pool with attention instead
+        self.encoder: BertEncoder | None = encoder if isinstance(encoder, BertEncoder) else None
+        self.moe: MixtureOfEncoders | None = encoder if isinstance(encoder, MixtureOfEncoders) else None
+        for enc in self.encoders():  # BERT's [CLS] pooler: the tasks pool with attention instead (a gate uses its own)
+            if self.moe is None or enc is not self.moe.gate_encoder:
+                enc.pooler.requires_grad_(False)
         self.pool = AttentionPooling(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
@@ -90,12 +93,31 @@ class MultitaskModel(nn.Module):
     def add_tags(self, tag_vocab: dict) -> None:
         """Adds the tag embeddings of `tag_vocab`'s POS and NER tags, zero at first (the model's outputs unchanged)."""
         self.tag_vocab = tag_vocab
-        hidden = self.encoder.config.hidden_size
+        hidden = self.config.hidden_size
         self.tags = TagEmbeddings(len(tag_vocab["pos"]), len(tag_vocab["ner"]), hidden).to(self.device)
 
     @property
     def device(self) -> torch.device:
         return self.pool.proj.weight.device
+
+    @property
+    def config(self) -> EncoderConfig:
+        """The encoder's configuration (every expert's, for a mixture)."""
+        return self.encoder.config if self.encoder is not None else self.moe.config
+
+    def encoders(self) -> list[BertEncoder]:
+        """The encoder, or a mixture's experts and its gating encoder."""
+        return [self.encoder] if self.encoder is not None else self.moe.encoders()
+
+    def sentence_embeddings(
+        self, ids: torch.Tensor, mask: torch.Tensor, padded: bool, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The pooled embeddings (b, H) of a padded pass: ids, mask (b, T), `padded` whether the mask has a False
+        (else the encoder gets no mask); `extra` (b, T, H) added to the input embeddings."""
+        if self.moe is not None:
+            return self.moe(ids, mask, padded, extra, self.pool)
+        hidden = self.encoder(ids, mask if padded else None, extra_embeddings=extra)  # (b, T, H)
+        return self.pool(hidden, mask)
 
     def tag_embeddings(self, tags: list[Tags]) -> torch.Tensor:
         """The tag embeddings (b, T, H) of a pass's sentences, padded as their token ids."""

@@ -21,6 +21,7 @@ from mtbert.config import Config
 from mtbert.data.files import atomic_write_bytes
 from mtbert.errors import MtbertError
 from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.outputs import clear_stale, temp_prefix, user_permissions
@@ -42,7 +43,9 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
-        full_meta = {"encoder": model.encoder.config.to_dict(), "tasks": list(model.heads), **meta}
+        full_meta = {"encoder": model.config.to_dict(), "tasks": list(model.heads), **meta}
+        if model.moe is not None:  # a mixture of experts: how many, and how its gate routes
+            full_meta["moe"] = {"experts": len(model.moe.experts), "gate": model.moe.gate_mode}
         if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
             full_meta["tags"] = model.tag_vocab
         (tmp / META).write_text(json.dumps(full_meta, indent=2) + "\n")
@@ -83,6 +86,8 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         enc_cfg = EncoderConfig(**meta["encoder"])
         tasks = tuple(meta["tasks"])
+        moe = meta.get("moe")
+        encoder = MixtureOfEncoders.empty(enc_cfg, moe["experts"], moe["gate"]) if moe else BertEncoder(enc_cfg)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise MtbertError(f"{meta_file}: not a valid mtbert model description ({e})") from e
     try:
@@ -90,7 +95,7 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     except Exception as e:  # safetensors raises its own error types on a damaged file
         raise MtbertError(f"{weights_file}: cannot read weights ({e}); the file may be truncated") from e
     tokenizer = Tokenizer.from_pretrained(folder)
-    model = MultitaskModel(BertEncoder(enc_cfg), tasks, dropout, pad_id=tokenizer.pad_id, tag_vocab=meta.get("tags"))
+    model = MultitaskModel(encoder, tasks, dropout, pad_id=tokenizer.pad_id, tag_vocab=meta.get("tags"))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -158,6 +163,9 @@ def restore(
     if scheduler is not None:
         scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"][world.rank])
+    routed = saved.get("routing", [None] * world.world_size)[world.rank]
+    if model.moe is not None and routed is not None:  # the epoch's routing counts so far
+        model.moe.routed = routed.to(model.device)
     return RunState(**saved["run"])
 
 

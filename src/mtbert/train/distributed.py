@@ -46,12 +46,14 @@ class Distributed:
             weights[t] = len(share) * self.world_size / len(r)
         return parts, weights
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model in DistributedDataParallel (which all-reduces gradients in backward) under torchrun, or as is."""
+    def wrap(self, model: nn.Module, find_unused: bool = False) -> nn.Module:
+        """The model in DistributedDataParallel (which all-reduces gradients in backward) under torchrun, or as is.
+        DDP reduces the parameters that require gradients when it is built: wrap again when that set changes.
+        `find_unused`: a step may leave some parameters out (a hard-gated mixture's experts without sentences)."""
         if not dist.is_initialized():
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj`, on every rank."""

@@ -24,6 +24,7 @@ from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task
 from mtbert.errors import MtbertError
 from mtbert.model.hf import load_encoder
+from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import Tokenizer
@@ -41,10 +42,12 @@ from mtbert.train.checkpoint import (
 )
 from mtbert.train.distributed import Distributed
 from mtbert.train.evaluate import evaluate, predict
-from mtbert.train.optim import build_optimizer
+from mtbert.train.optim import Sophia, build_optimizer
+from mtbert.train.profiler import StepProfiler
 from mtbert.train.schedule import Scheduler, build_scheduler
 from mtbert.train.speed import Speed, StepFn
 from mtbert.train.step import train_step
+from mtbert.train.unfreeze import Unfreezing
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter  # imported where a run opens it: slow to import
@@ -74,6 +77,8 @@ def train(
     with start_run(cfg, world, speed) as run:  # rank 0 holds the locks of what the run writes until it ends
         model, state, sampler = run.model, run.state, run.sampler
         while state.epoch < cfg.epochs:
+            if run.unfreezing is not None:
+                unfreeze(run)
             model.train()
             started = time.perf_counter()
             loss_sum = torch.tensor(state.loss_sum, device=world.device)  # summed on the device: no sync per step
@@ -90,6 +95,8 @@ def train(
                     losses = train_step(run.ddp_model, model, run.optimizer, run.train_data, rows, weights, cfg.clip,
                                         world.device, cfg.precision)  # fmt: skip
                 loss_sum += sum(losses.values())
+                if run.profiler is not None:
+                    run.profiler.step()
                 if run.scheduler is not None and cfg.scheduler != "plateau":
                     run.scheduler.step()
                 state.step, state.batch = state.step + 1, state.batch + 1
@@ -104,19 +111,19 @@ def train(
             last = {t: v.item() for t, v in losses.items()}  # the epoch's last step (reading waits for the device)
             epoch_loss = check_finite(run, {"epoch": loss_sum.item(), **last})["epoch"] / len(sampler)
             train_seconds = time.perf_counter() - started
+            routing = routing_shares(run)  # a mixture of experts: the share of sentences each expert received
             metrics = {}
             if world.is_main:  # evaluate, keep the best model, report
                 metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
                 seconds = time.perf_counter() - started
-                log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds)
+                log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds, routing)
                 if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
                     state.best_metrics = {**metrics, "epoch": state.epoch + 1}
-                    meta = {"config": asdict(cfg), "dev_metrics": state.best_metrics}
-                    save_model(run.save_to, finite(run), run.tokenizer, meta)
+                    save_model(run.save_to, finite(run), run.tokenizer, run_settings(run))
                     write_predictions_of(cfg, "dev", run.dev_data, dev_predictions)
                 if report is not None:
-                    report({**metrics, "epoch": state.epoch + 1, "train_loss": epoch_loss, "seconds": seconds,
-                            "train_seconds": train_seconds})  # fmt: skip
+                    report({**metrics, **routing, "epoch": state.epoch + 1, "train_loss": epoch_loss,
+                            "seconds": seconds, "train_seconds": train_seconds})  # fmt: skip
             metrics = world.broadcast(metrics)
             if cfg.scheduler == "plateau":
                 run.scheduler.step(metrics["mean"])
@@ -149,6 +156,8 @@ class Run:
     scheduler: Scheduler | None
     state: RunState
     recorded: StepFn | None  # a replacement of train_step (--graph_steps), or None
+    unfreezing: Unfreezing | None  # --unfreeze_interval
+    profiler: StepProfiler | None  # --profiler (rank 0)
     writer: SummaryWriter | None
     save_to: Path
     claims: contextlib.ExitStack  # the locks on what the run writes (rank 0)
@@ -185,13 +194,61 @@ def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
             state = restore(cfg, saved, world, model, optimizer, scheduler)
             log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
         recorded = speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None
+        unfreezing = Unfreezing(model, cfg.unfreeze_interval) if cfg.unfreeze_interval else None
+        if unfreezing is not None:  # the optimizer holds every parameter that will train; those yet to join wait
+            unfreezing.set_epoch(state.epoch)
         to_train = state.epoch < cfg.epochs  # a finished --resume run has nothing to do, and writes nothing
         writer = open_tensorboard(cfg, state, resumed=saved is not None) if world.is_main and to_train else None
+        profiler = None
+        if cfg.profiler and world.is_main and to_train:
+            profiler = StepProfiler(Path(state.logdir, "profile"), world.device, active=cfg.profiler_steps)
     except BaseException:
         claims.close()
         raise
-    return Run(cfg, world, speed, model, world.wrap(model), tokenizer, tagger, train_data, dev_data, sampler,
-               optimizer, scheduler, state, recorded, writer, Path(cfg.save_dir) / run_name(cfg), claims)  # fmt: skip
+    return Run(cfg, world, speed, model, wrap(world, model), tokenizer, tagger, train_data, dev_data, sampler,
+               optimizer, scheduler, state, recorded, unfreezing, profiler, writer, Path(cfg.save_dir) / run_name(cfg),
+               claims)  # fmt: skip
+
+
+def wrap(world: Distributed, model: MultitaskModel) -> torch.nn.Module:
+    """The model as it trains: DDP's wrapper under torchrun (over the parameters that train now), else itself."""
+    return world.wrap(model, find_unused=model.moe is not None and model.moe.gate_mode == "hard")
+
+
+def unfreeze(run: Run) -> None:
+    """At an epoch's start (--unfreeze_interval): the blocks due join training, which is logged; Sophia refreshes
+    its Hessian estimate on the next step, so that they have one from their first step."""
+    state = run.state
+    if run.unfreezing.set_epoch(state.epoch):
+        run.ddp_model = wrap(run.world, run.model)  # DDP reduces the gradients of what trains when it is built
+    joining = run.unfreezing.joining(state.epoch) if state.batch == 0 else []  # (a resumed epoch has begun)
+    if joining:
+        log.info("epoch %d: %s start training", state.epoch + 1, ", ".join(joining))
+        if state.epoch > 0 and isinstance(run.optimizer, Sophia):
+            run.optimizer.refresh_hessian()
+
+
+def routing_shares(run: Run) -> dict[str, float]:
+    """A mixture of experts' routing in the epoch just trained, summed over the ranks: "expert_K_share", the share
+    of sentences whose top expert is K, and "expert_K_weight", its mean gate weight. Empty without a mixture."""
+    if run.model.moe is None:
+        return {}
+    routed = run.model.moe.take_routing()
+    routed = sum(r for r in run.world.gather(routed.cpu() if routed is not None else None) if r is not None)
+    if not isinstance(routed, torch.Tensor):
+        return {}
+    counts, weights = routed / routed[0].sum()
+    shares = {f"expert_{k}_share": float(v) for k, v in enumerate(counts)}
+    return shares | {f"expert_{k}_weight": float(v) for k, v in enumerate(weights)}
+
+
+def run_settings(run: Run) -> dict:
+    """What a saved model keeps of its run: the config, the best dev metrics, and (--unfreeze_interval) the epoch
+    at which each block joined training (None: not within the run)."""
+    meta = {"config": asdict(run.cfg), "dev_metrics": run.state.best_metrics}
+    if run.unfreezing is not None:
+        meta["unfreezing"] = run.unfreezing.schedule(run.cfg.epochs)
+    return meta
 
 
 def claim_outputs(cfg: Config, model: MultitaskModel) -> contextlib.ExitStack:
@@ -233,6 +290,8 @@ def finite(run: Run) -> MultitaskModel:
 
 def finish_run(run: Run) -> None:
     """Closes TensorBoard; rank 0 writes the best model's test predictions (if this run trained one)."""
+    if run.profiler is not None:
+        run.profiler.finish()
     if run.writer is not None:
         run.writer.close()
     if not run.trained:
@@ -243,12 +302,15 @@ def finish_run(run: Run) -> None:
 
 
 def save_state(run: Run) -> None:
-    """The full training state to --resume (rank 0 writes it, with every rank's random generators)."""
+    """The full training state to --resume (rank 0 writes it, with every rank's random generators and, for a
+    mixture of experts, its routing counts of the epoch so far)."""
     rngs = run.world.gather(rng_state())
+    moe = run.model.moe
+    routing = run.world.gather(moe.routed.cpu() if moe is not None and moe.routed is not None else None)
     if run.world.is_main:
         scheduler = run.scheduler.state_dict() if run.scheduler is not None else None
         state = {"config": asdict(run.cfg), "model": finite(run).state_dict(), "optimizer": run.optimizer.state_dict(),
-                 "scheduler": scheduler, "run": asdict(run.state), "rng": rngs}  # fmt: skip
+                 "scheduler": scheduler, "run": asdict(run.state), "rng": rngs, "routing": routing}  # fmt: skip
         save_training_state(run.cfg.resume, state)
 
 
@@ -288,13 +350,28 @@ def build_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
         missing = set(cfg.tasks) - set(model.heads)
         if missing:
             raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
+        check_moe(cfg, model)
     else:
         encoder = load_encoder(cfg.model)
+        if cfg.moe:  # every expert and the gate start from the checkpoint
+            encoder = MixtureOfEncoders.from_encoder(encoder, cfg.moe_experts, cfg.moe_gate)
         tokenizer = Tokenizer.from_pretrained(cfg.model)
         model = MultitaskModel(encoder, cfg.tasks, cfg.hidden_dropout_prob, pad_id=tokenizer.pad_id)
     set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
+
+
+def check_moe(cfg: Config, model: MultitaskModel) -> None:
+    """A --checkpoint trains on as it was built (a mixture or not, its number of experts); --moe_gate may change."""
+    if model.moe is None:
+        if cfg.moe:
+            raise MtbertError(f"--moe: --checkpoint {cfg.checkpoint} has one encoder, not a mixture of experts")
+        return
+    if not cfg.moe or cfg.moe_experts != len(model.moe.experts):
+        raise MtbertError(f"--checkpoint {cfg.checkpoint} is a mixture of {len(model.moe.experts)} experts: add --moe "
+                          f"--moe_experts {len(model.moe.experts)}")  # fmt: skip
+    model.moe.gate_mode = cfg.moe_gate
 
 
 def make_tagger(cfg: Config, model: MultitaskModel) -> Tagger | None:
@@ -320,13 +397,14 @@ def set_dropout(model: MultitaskModel, p: float) -> None:
 
 def place_model(model: MultitaskModel, cfg: Config, device: torch.device, speed: Speed) -> None:
     """Moves the model to the run's device, sets how it encodes (--chunk_tokens, then the speed modes), and with
-    --option pretrain freezes the encoder."""
+    --option pretrain (and no --unfreeze_interval) freezes the encoder."""
     model.to(device)
     model.passes = PaddedPasses(cfg.chunk_tokens)
     if speed.prepare is not None:
         speed.prepare(model)
-    if cfg.option == "pretrain":
-        model.encoder.requires_grad_(False)
+    if cfg.option == "pretrain" and not cfg.unfreeze_interval:  # (with it, the encoder joins layer by layer)
+        for encoder in model.encoders():
+            encoder.requires_grad_(False)
 
 
 def run_name(cfg: Config) -> str:
@@ -368,13 +446,26 @@ def log_step(writer: SummaryWriter, bar: tqdm, values: dict[str, float], lr: flo
 
 
 def log_epoch(
-    writer: SummaryWriter, epoch: int, epochs: int, metrics: dict[str, float], train_s: float, total_s: float
+    writer: SummaryWriter,
+    epoch: int,
+    epochs: int,
+    metrics: dict[str, float],
+    train_s: float,
+    total_s: float,
+    routing: dict[str, float],
 ) -> None:
-    """An epoch's dev metrics to TensorBoard and the log, with its training and evaluation time."""
+    """An epoch's dev metrics (and a mixture's routing, see routing_shares) to TensorBoard and the log, with its
+    training and evaluation time."""
     for key, value in metrics.items():
         writer.add_scalar(f"dev/{key}", value, epoch)
+    for key, value in routing.items():
+        writer.add_scalar(f"experts/{key}", value, epoch)
     scores = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
     log.info("epoch %d/%d: %s (training %.1f s, evaluation %.1f s)", epoch, epochs, scores, train_s, total_s - train_s)
+    if routing:
+        shares = " ".join(f"{v:.0%}" for k, v in routing.items() if k.endswith("_share"))
+        weights = " ".join(f"{v:.2f}" for k, v in routing.items() if k.endswith("_weight"))
+        log.info("epoch %d: sentences per expert %s (mean gate weights %s)", epoch, shares, weights)
 
 
 def write_test_predictions(run: Run) -> None:

@@ -132,11 +132,18 @@ class Sophia(torch.optim.Optimizer):
             "step": 0,
         }
         super().__init__(params, defaults)
+        self._refresh = False
 
     def hessian_due(self) -> bool:
-        """Whether this step refreshes the Hessian estimate: the first step and every hess_interval-th after it."""
+        """Whether this step refreshes the Hessian estimate: the first step and every hess_interval-th after it,
+        and the step after `refresh_hessian`."""
         group = self.param_groups[0]
-        return group["step"] % group["hess_interval"] == 0
+        return group["step"] % group["hess_interval"] == 0 or self._refresh
+
+    def refresh_hessian(self) -> None:
+        """Makes the next step refresh the Hessian estimate (parameters that start training, see --unfreeze_interval,
+        then have one from their first step)."""
+        self._refresh = True
 
     def _state(self, p: nn.Parameter) -> dict:
         state = self.state[p]
@@ -152,6 +159,7 @@ class Sophia(torch.optim.Optimizer):
         # under DDP each rank estimated from its own share of the batch: average, so that every rank keeps the same h
         all_reduce_mean([e for e in estimates if e is not None])
         estimates = iter(estimates)
+        self._refresh = False
         with torch.no_grad():
             for group in self.param_groups:
                 for p in group["params"]:
