@@ -13,7 +13,8 @@ from mtbert.train.profiler import StepProfiler
 
 
 def test_training_writes_a_trace_that_parses_and_logs_the_top_operators(cfg: Config, caplog) -> None:
-    cfg = replace(cfg, profiler=True, profiler_steps=2)  # 12 steps: 2 skipped, 2 of warm-up, 2 recorded
+    cfg = replace(cfg, profiler=True, profiler_steps=2, epochs=2, batch_size=1)  # 8 steps an epoch: 2 skipped,
+    # 2 of warm-up, 2 recorded, then the rest and the next epoch unprofiled
     with caplog.at_level(logging.INFO, logger="mtbert"):
         train(cfg)
     traces = list(Path(cfg.logdir).glob("*/profile/*.pt.trace.json"))

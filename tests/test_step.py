@@ -19,8 +19,9 @@ from mtbert.data.task_data import read_task
 from mtbert.errors import MtbertError
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import sentences_per_step
-from mtbert.train.loop import build_model, task_file, train
+from mtbert.train.loop import build_model, build_optimization, place_model, seed_everything, task_file, train
 from mtbert.train.optim import build_optimizer
+from mtbert.train.speed import Speed
 from mtbert.train.step import train_step
 
 WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
@@ -115,3 +116,26 @@ def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
         torch.testing.assert_close(twice[t], 2 * once[t])
     assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
     assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sophiah"])
+def test_activation_checkpointing_gives_the_same_step(still_cfg: Config, optimizer: str) -> None:
+    """Recomputed layers (dropout on: the recomputation replays its masks) give the same gradients and update,
+    SophiaH's second derivatives included."""
+    results = []
+    for checkpointing in (False, True):
+        cfg = replace(still_cfg, optimizer=optimizer, hidden_dropout_prob=0.2, activation_checkpointing=checkpointing)
+        seed_everything(0)
+        model, tokenizer = build_model(cfg)
+        place_model(model, cfg, torch.device("cpu"), Speed())
+        model.train()
+        optimizer_, _ = build_optimization(cfg, model, 4)
+        data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+        rows = {t: np.arange(4) for t in cfg.tasks}
+        torch.manual_seed(1)
+        losses = train_step(model, model, optimizer_, data, rows, cfg.loss_weights, cfg.clip, "cpu", "fp32")
+        results.append((losses, model.state_dict()))
+    (a, wa), (b, wb) = results
+    assert all(torch.equal(a[t], b[t]) for t in a)
+    for name, value in wa.items():
+        torch.testing.assert_close(wb[name], value, atol=1e-6, rtol=1e-5, msg=name)

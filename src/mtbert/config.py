@@ -112,6 +112,12 @@ class Config:
         "eagerly. --optimizer adamw only, one process; with --torch_compile on the recorded kernels are the "
         "compiled ones (and attention sees the whole pass). Off CUDA the same steps run eagerly",
     )
+    activation_checkpointing: bool = opt(
+        False,
+        "recompute each encoder layer's activations in the backward pass instead of keeping them from the forward "
+        "pass: the same numbers, a fraction of the activation memory, about a third more compute (a soft --moe "
+        "keeps every expert's activations: see README for its memory with and without)",
+    )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(
         "adamw", "adamw, or Sophia with the Gauss-Newton-Bartlett (sophiag) or Hutchinson (sophiah) Hessian estimate"
@@ -223,6 +229,9 @@ class Config:
         if self.moe_experts < 2:
             raise ValueError(f"--moe_experts must be at least 2 (a mixture of one is the plain model), got "
                              f"{self.moe_experts}")  # fmt: skip
+        if self.activation_checkpointing and (self.unpad or self.graph_steps):
+            raise ValueError("--activation_checkpointing works with the padded passes: leave out --unpad and "
+                             "--graph_steps")  # fmt: skip
         if self.moe and (self.unpad or self.torch_compile != "off" or self.graph_steps):
             raise ValueError("--moe works with the default passes: leave out --unpad, --torch_compile and "
                              "--graph_steps")  # fmt: skip

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # Hugging Face `hidden_act` names -> the `approximate` argument of F.gelu.
 _GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -145,6 +146,7 @@ class BertEncoder(nn.Module):
         self.emb = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.checkpointing = False  # recompute each layer's activations in backward instead of keeping them
         self.apply(self._init_weights)
 
     @staticmethod
@@ -171,7 +173,10 @@ class BertEncoder(nn.Module):
         mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, T)
         x = self.emb(input_ids, token_type_ids, extra_embeddings)  # (B, T, H)
         for layer in self.layers:
-            x = layer(x, mask)
+            if self.checkpointing and torch.is_grad_enabled():  # the same numbers (and dropout masks), less memory
+                x = checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
         return x
 
     def pooler_output(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,8 @@ def load_training_state(folder: str | Path) -> dict | None:
 
 # Config fields a resumed run may change; any other difference from the saved run's config is an error.
 RESUMABLE_CHANGES = {"resume", "save_every", "use_gpu", "chunk_tokens", "unpad", "torch_compile", "local_files_only",
-                     "tensorboard_subfolder", "tag_cache"}  # fmt: skip
+                     "tensorboard_subfolder", "tag_cache", "activation_checkpointing", "profiler",
+                     "profiler_steps"}  # fmt: skip
 
 
 def restore(

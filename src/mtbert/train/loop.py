@@ -108,6 +108,8 @@ def train(
                     state.loss_sum = check_finite(run, {"epoch": loss_sum.item()})["epoch"]
                     save_state(run)
 
+            if run.profiler is not None:  # profiling ends with the first epoch at the latest (not evaluation)
+                run.profiler.finish()
             last = {t: v.item() for t, v in losses.items()}  # the epoch's last step (reading waits for the device)
             epoch_loss = check_finite(run, {"epoch": loss_sum.item(), **last})["epoch"] / len(sampler)
             train_seconds = time.perf_counter() - started
@@ -290,8 +292,6 @@ def finite(run: Run) -> MultitaskModel:
 
 def finish_run(run: Run) -> None:
     """Closes TensorBoard; rank 0 writes the best model's test predictions (if this run trained one)."""
-    if run.profiler is not None:
-        run.profiler.finish()
     if run.writer is not None:
         run.writer.close()
     if not run.trained:
@@ -396,10 +396,12 @@ def set_dropout(model: MultitaskModel, p: float) -> None:
 
 
 def place_model(model: MultitaskModel, cfg: Config, device: torch.device, speed: Speed) -> None:
-    """Moves the model to the run's device, sets how it encodes (--chunk_tokens, then the speed modes), and with
-    --option pretrain (and no --unfreeze_interval) freezes the encoder."""
+    """Moves the model to the run's device, sets how it encodes (--chunk_tokens, --activation_checkpointing, then the
+    speed modes), and with --option pretrain (and no --unfreeze_interval) freezes the encoder."""
     model.to(device)
     model.passes = PaddedPasses(cfg.chunk_tokens)
+    for encoder in model.encoders():
+        encoder.checkpointing = cfg.activation_checkpointing
     if speed.prepare is not None:
         speed.prepare(model)
     if cfg.option == "pretrain" and not cfg.unfreeze_interval:  # (with it, the encoder joins layer by layer)

@@ -22,7 +22,7 @@ class StepProfiler:
     are profiled but dropped (the profiler's own start-up), the `active` ones after them recorded. Then the trace
     goes to `trace_dir` (`WORKER.TIME.pt.trace.json`, which Perfetto, chrome://tracing and TensorBoard's profiler
     plugin open), the top operators by self time to the log, and profiling stops (later steps run unprofiled).
-    `finish()` ends it early (a run shorter than the schedule: its recorded steps so far are written)."""
+    `finish()` ends it early (an epoch shorter than the schedule: its recorded steps so far are written)."""
 
     def __init__(
         self,
@@ -35,6 +35,7 @@ class StepProfiler:
         rows: int = 15,
     ):
         self.trace_dir, self.device, self.rows = Path(trace_dir), device, rows
+        self.wait, self.warmup = wait, warmup
         self.trace: Path | None = None  # the trace file, once written
         self.averages = None  # the recorded steps' operator statistics (torch.autograd.profiler_util.EventList)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -70,7 +71,8 @@ class StepProfiler:
         self.running = False
         self.prof.stop()
         if self.averages is None:
-            log.warning("--profiler: training ended before any step was recorded; no trace written")
+            log.warning("--profiler: the epoch ended before any step was recorded (%d steps skipped and %d of warm-up "
+                        "come first); no trace written", self.wait, self.warmup)  # fmt: skip
             return
         table = self.averages.table(sort_by=sort_key(self.device), row_limit=self.rows)
         log.info("profiler: trace %s (open it in https://ui.perfetto.dev); top operators by self time:\n%s",

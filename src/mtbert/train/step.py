@@ -72,13 +72,14 @@ def train_step(
     DDP wrapper. Returns the weighted losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()
     twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
-    with twice, autocast(device, precision):
-        losses, outputs = compute_losses(ddp_model, data, rows, device)
-    losses = {t: weights[t] * v for t, v in losses.items()}
-    loss = sum(losses.values())
-    if refresh:  # Sophia: refresh the diagonal Hessian estimate, every --hess_interval steps
-        optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
-    backward_and_update(loss, model, optimizer, clip)
+    with twice:  # to the end of backward, which recomputes the forward pass under --activation_checkpointing
+        with autocast(device, precision):
+            losses, outputs = compute_losses(ddp_model, data, rows, device)
+        losses = {t: weights[t] * v for t, v in losses.items()}
+        loss = sum(losses.values())
+        if refresh:  # Sophia: refresh the diagonal Hessian estimate, every --hess_interval steps
+            optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
+        backward_and_update(loss, model, optimizer, clip)
     return {t: v.detach() for t, v in losses.items()}
 
 
