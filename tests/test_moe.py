@@ -82,10 +82,40 @@ def test_hard_gate_still_learns(tiny_encoder) -> None:
     assert moe.gate.weight.grad is not None and moe.gate.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("gate", ["soft", "hard"])
-def test_a_tiny_mixture_overfits_tiny_data_and_logs_its_routing(cfg: Config, gate: str, caplog) -> None:
+def test_the_balance_loss_is_switch_transformers_and_evens_out_the_routing(tiny_encoder) -> None:
+    moe = mixture(tiny_encoder, "hard").train()
+    for m in moe.modules():  # training mode (to record the routing) without dropout (to recompute it)
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "dropout_p"):  # attention's
+            m.dropout_p = 0.0
+    moe.balance = 1.0
+    ids, mask = encoder_batch()
+    pool = lambda h, m: h[:, 0]  # noqa: E731
+    moe(ids, mask.bool(), True, None, pool)
+    moe(ids[:5], mask[:5].bool(), True, None, pool)  # a step's second pass
+    with torch.no_grad():
+        p = torch.cat([moe.weights(ids, mask.bool(), None), moe.weights(ids[:5], mask[:5].bool(), None)])
+    f = torch.bincount(p.argmax(-1), minlength=3).float() / 18
+    loss = moe.balance_loss()
+    torch.testing.assert_close(loss, 3 * (f * p.mean(0)).sum())
+    assert moe.pending == []  # the step's routing is forgotten
+    busiest = int(f.argmax())
+    loss.backward()
+    with torch.no_grad():  # a gradient step on the gate lowers the weight of the expert with the most sentences
+        moe.gate.weight -= 0.5 * moe.gate.weight.grad
+        moe.gate.bias -= 0.5 * moe.gate.bias.grad
+        after = moe.weights(ids, mask.bool(), None).mean(0)
+    assert after[busiest] < p[:13].mean(0)[busiest]
+    moe.eval()
+    moe(ids, mask.bool(), True, None, pool)
+    assert moe.pending == []  # evaluation records nothing
+
+
+@pytest.mark.parametrize(("gate", "balance"), [("soft", 0.0), ("hard", 0.0), ("hard", 0.1)])
+def test_a_tiny_mixture_overfits_tiny_data_and_logs_its_routing(cfg: Config, gate: str, balance: float, caplog) -> None:
     history: list[dict] = []
-    cfg = replace(cfg, moe=True, moe_experts=2, moe_gate=gate)
+    cfg = replace(cfg, moe=True, moe_experts=2, moe_gate=gate, moe_balance=balance)
     with caplog.at_level("INFO", logger="mtbert"):
         best = train(cfg, report=history.append)
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
@@ -124,6 +154,7 @@ def test_a_saved_mixture_evaluates_predicts_and_trains_on(cfg: Config, tmp_path:
         (["--moe", "--moe_experts", "1"], "--moe_experts must be at least 2"),
         (["--moe", "--unpad"], "--moe works with the default passes"),
         (["--moe_gate", "top"], "--moe_gate: invalid choice"),
+        (["--moe_balance", "0.01"], "--moe_balance weighs a mixture of experts' routing: use it with --moe"),
     ],
 )
 def test_impossible_mixtures_are_refused_naming_the_flags(flags: list[str], message: str, capsys) -> None:

@@ -152,8 +152,9 @@ def run_train(cfg: Config) -> None:
 
 
 def format_table(history: list[dict[str, float]]) -> str:
-    """The dev metrics of every epoch as a plain-text table."""
-    keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", "train_seconds", "seconds"]
+    """The dev metrics of every epoch as a plain-text table (with a mixture's share of sentences per expert)."""
+    shares = [k for k in history[0] if k.endswith("_share")]
+    keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", *shares, "train_seconds", "seconds"]
     head = ["epoch"] + keys
     rows = [
         [str(int(h["epoch"]))] + [f"{h[k]:.1f}" if k.endswith("seconds") else f"{h[k]:.3f}" for k in keys]

@@ -178,6 +178,12 @@ class Config:
         "--moe: soft mixes every expert's sentence embedding by the gate's weights (all experts run); hard sends "
         "each sentence through its top expert only, and the gate learns through a straight-through weight",
     )
+    moe_balance: float = opt(
+        0.0,
+        "--moe: weight of the Switch Transformer's load-balancing loss, K * sum_k f_k * P_k (f_k: the share of a "
+        "step's sentences whose top expert is k, P_k: its mean gate weight; 1 when routing is even), added to the "
+        "step's loss against a gate that sends every sentence to one expert (0: off)",
+    )
     # --- diagnostics
     profiler: bool = opt(
         False,
@@ -235,6 +241,10 @@ class Config:
         if self.moe and (self.unpad or self.torch_compile != "off" or self.graph_steps):
             raise ValueError("--moe works with the default passes: leave out --unpad, --torch_compile and "
                              "--graph_steps")  # fmt: skip
+        if self.moe_balance < 0:
+            raise ValueError(f"--moe_balance must not be negative, got {self.moe_balance}")
+        if self.moe_balance and not self.moe:
+            raise ValueError("--moe_balance weighs a mixture of experts' routing: use it with --moe")
         if self.profiler_steps < 1:
             raise ValueError(f"--profiler_steps must be at least 1, got {self.profiler_steps}")
         if not 0 <= self.hidden_dropout_prob < 1:

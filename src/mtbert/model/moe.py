@@ -26,7 +26,8 @@ class MixtureOfEncoders(nn.Module):
     shrink embeddings by about K at the start, where the gate is near uniform.
 
     While training, the sentences routed to each expert (their top-weighted one, for either gate) and the summed
-    gate weights are counted, for the loop to log (`take_routing`)."""
+    gate weights are counted, for the loop to log (`take_routing`). With `balance` > 0 (--moe_balance) a step's
+    routing also gives the load-balancing loss of the Switch Transformer (`balance_loss`), which the step adds."""
 
     def __init__(self, encoders: list[BertEncoder], gate_encoder: BertEncoder, gate: str = "soft"):
         super().__init__()
@@ -39,6 +40,8 @@ class MixtureOfEncoders(nn.Module):
         nn.init.zeros_(self.gate.bias)
         self.gate_mode = gate
         self.routed: torch.Tensor | None = None  # (2, K): top-1 counts and summed weights, while training
+        self.balance = 0.0  # the weight of the load-balancing loss (--moe_balance)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # this step's (top-1 counts, summed weights)
 
     @classmethod
     def from_encoder(cls, encoder: BertEncoder, experts: int, gate: str = "soft") -> MixtureOfEncoders:
@@ -82,6 +85,8 @@ class MixtureOfEncoders(nn.Module):
         top = p.argmax(dim=-1)  # (b,)
         if self.training:
             self.count(p, top)
+            if self.balance and torch.is_grad_enabled():
+                self.pending.append((torch.bincount(top, minlength=p.shape[1]).float(), p.sum(0)))
         if self.gate_mode == "soft":
             out = 0
             for k, expert in enumerate(self.experts):
@@ -114,3 +119,14 @@ class MixtureOfEncoders(nn.Module):
         """(2, K) since the last call: the sentences routed to each expert, and the summed gate weights; then reset."""
         routed, self.routed = self.routed, None
         return routed
+
+    def balance_loss(self) -> torch.Tensor:
+        """The load-balancing loss of this step's sentences, K * sum_k f_k * P_k (Fedus et al., 2021): f_k the share
+        routed to expert k (their top one), P_k its mean gate weight. 1 when routing is even, up to K when one expert
+        takes all; its gradient (through P) lowers the weight of the experts that receive more than their share.
+        Forgets the step's routing."""
+        counts = torch.stack([c for c, _ in self.pending]).sum(0)  # (K,)
+        weights = torch.stack([w for _, w in self.pending]).sum(0)  # (K,), with the gate's graph
+        self.pending = []
+        n = counts.sum()
+        return len(counts) * ((counts / n) * (weights / n)).sum()

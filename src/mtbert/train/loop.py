@@ -397,11 +397,14 @@ def set_dropout(model: MultitaskModel, p: float) -> None:
 
 def place_model(model: MultitaskModel, cfg: Config, device: torch.device, speed: Speed) -> None:
     """Moves the model to the run's device, sets how it encodes (--chunk_tokens, --activation_checkpointing, then the
-    speed modes), and with --option pretrain (and no --unfreeze_interval) freezes the encoder."""
+    speed modes) and a mixture's --moe_balance, and with --option pretrain (and no --unfreeze_interval) freezes the
+    encoder."""
     model.to(device)
     model.passes = PaddedPasses(cfg.chunk_tokens)
     for encoder in model.encoders():
         encoder.checkpointing = cfg.activation_checkpointing
+    if model.moe is not None:
+        model.moe.balance = cfg.moe_balance
     if speed.prepare is not None:
         speed.prepare(model)
     if cfg.option == "pretrain" and not cfg.unfreeze_interval:  # (with it, the encoder joins layer by layer)

@@ -76,6 +76,8 @@ def train_step(
         with autocast(device, precision):
             losses, outputs = compute_losses(ddp_model, data, rows, device)
         losses = {t: weights[t] * v for t, v in losses.items()}
+        if model.moe is not None and model.moe.balance:  # --moe_balance: a mixture's load-balancing loss
+            losses["moe_balance"] = model.moe.balance * model.moe.balance_loss()
         loss = sum(losses.values())
         if refresh:  # Sophia: refresh the diagonal Hessian estimate, every --hess_interval steps
             optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
