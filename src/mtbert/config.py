@@ -204,19 +204,23 @@ class Config:
             raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
         if self.graph_steps and self.torch_compile == "cudagraphs":
             raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
-        if self.additional_input and (self.unpad or self.torch_compile != "off" or self.graph_steps):
-            raise ValueError("--additional_input works with the default passes: leave out --unpad, --torch_compile "
-                             "and --graph_steps")  # fmt: skip
+        speed_modes = self.unpad or self.torch_compile != "off" or self.graph_steps
+        for name in ("additional_input", "moe"):  # what the speed modes' single-encoder passes do not carry
+            if getattr(self, name) and speed_modes:
+                raise ValueError(f"--{name} works with the default passes: leave out --unpad, --torch_compile and "
+                                 "--graph_steps")  # fmt: skip
         if self.checkpoint is not None and self.model is not None:
             raise ValueError("--checkpoint and --model both name a starting point; give one")
         if self.save_every < 0:
             raise ValueError(f"--save_every must not be negative, got {self.save_every}")
         if self.save_every and self.resume is None:
             raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
-        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens"):
+        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens",
+                     "profiler_steps"):  # fmt: skip
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "head_lr", "weight_decay", "clip", "rho", *(f"{t}_loss_weight" for t in TASK_NAMES)):
+        for name in ("lr", "head_lr", "weight_decay", "clip", "rho", "unfreeze_interval", "moe_balance",
+                     *(f"{t}_loss_weight" for t in TASK_NAMES)):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must not be negative, got {value}")
@@ -224,8 +228,6 @@ class Config:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:
                 raise ValueError(f"--{name} must be in [0, 1), got {value}")
-        if self.unfreeze_interval < 0:
-            raise ValueError(f"--unfreeze_interval must not be negative, got {self.unfreeze_interval}")
         if self.unfreeze_interval and self.unfreeze_interval >= self.epochs:
             raise ValueError(f"--unfreeze_interval {self.unfreeze_interval} with --epochs {self.epochs}: no layer "
                              "would join before training ends; use an interval below --epochs")  # fmt: skip
@@ -238,15 +240,8 @@ class Config:
         if self.activation_checkpointing and (self.unpad or self.graph_steps):
             raise ValueError("--activation_checkpointing works with the padded passes: leave out --unpad and "
                              "--graph_steps")  # fmt: skip
-        if self.moe and (self.unpad or self.torch_compile != "off" or self.graph_steps):
-            raise ValueError("--moe works with the default passes: leave out --unpad, --torch_compile and "
-                             "--graph_steps")  # fmt: skip
-        if self.moe_balance < 0:
-            raise ValueError(f"--moe_balance must not be negative, got {self.moe_balance}")
         if self.moe_balance and not self.moe:
             raise ValueError("--moe_balance weighs a mixture of experts' routing: use it with --moe")
-        if self.profiler_steps < 1:
-            raise ValueError(f"--profiler_steps must be at least 1, got {self.profiler_steps}")
         if not 0 <= self.hidden_dropout_prob < 1:
             raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
 

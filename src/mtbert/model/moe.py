@@ -84,9 +84,10 @@ class MixtureOfEncoders(nn.Module):
         p = self.weights(ids, attn_mask, extra)  # (b, K)
         top = p.argmax(dim=-1)  # (b,)
         if self.training:
-            self.count(p, top)
+            counts = torch.bincount(top, minlength=p.shape[1]).float()  # (K,) sentences per top expert
+            self.count(counts, p)
             if self.balance and torch.is_grad_enabled():
-                self.pending.append((torch.bincount(top, minlength=p.shape[1]).float(), p.sum(0)))
+                self.pending.append((counts, p.sum(0)))
         if self.gate_mode == "soft":
             out = 0
             for k, expert in enumerate(self.experts):
@@ -110,10 +111,9 @@ class MixtureOfEncoders(nn.Module):
         return out[inverse]
 
     @torch.no_grad()
-    def count(self, p: torch.Tensor, top: torch.Tensor) -> None:
-        K = p.shape[1]
-        counts = torch.stack((torch.bincount(top, minlength=K).float(), p.float().sum(0)))  # (2, K)
-        self.routed = counts if self.routed is None else self.routed + counts
+    def count(self, counts: torch.Tensor, p: torch.Tensor) -> None:
+        routed = torch.stack((counts, p.sum(0)))  # (2, K)
+        self.routed = routed if self.routed is None else self.routed + routed
 
     def take_routing(self) -> torch.Tensor | None:
         """(2, K) since the last call: the sentences routed to each expert, and the summed gate weights; then reset."""
