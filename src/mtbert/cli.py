@@ -1,4 +1,4 @@
-"""The `mtbert` command line: train, evaluate, predict, encode, data fetch."""
+"""The `mtbert` command line: train, tune, evaluate, predict, encode, data fetch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from mtbert.outputs import readable_file, writable_file
 
 log = logging.getLogger("mtbert")
 TRAIN_HELP = "Fine-tune one BERT encoder on SST-5 sentiment, Quora paraphrase and STS similarity at once."
+TUNE_HELP = (
+    "Search hyper-parameters: --hpo_trials trainings with the flags given and values drawn by Optuna from the search "
+    "space (the default one, or --hpo_space), the poor ones stopped early by ASHA, on Ray Tune; the same as `mtbert "
+    "train --hpo`. Prints and saves the table of trials and the best settings as a --config file (docs/search.md)."
+)
 
 
 def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -35,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train the multitask model (the original project's flags)",
                         description=TRAIN_HELP)  # fmt: skip
     add_config_arguments(tr)
+    tu = sub.add_parser("tune", help="search hyper-parameters: `mtbert train --hpo` (Ray Tune, Optuna, ASHA)",
+                        description=TUNE_HELP)  # fmt: skip
+    add_config_arguments(tu)
 
     ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
     ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
     )
     fetch.add_argument("--dest", default="data", help="folder to write to")
-    for command in (tr, ev, pr, en, fetch):
+    for command in (tr, tu, ev, pr, en, fetch):
         command.set_defaults(command_parser=command)
     return parser
 
@@ -105,10 +113,12 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     args = parse(parser, argv)
     command_parser = getattr(args, "command_parser", parser)  # a subcommand's errors show its own usage
     try:
-        if getattr(args, "command", "train") == "train":
+        if getattr(args, "command", "train") in ("train", "tune"):
             if args.config is not None:  # the file's flags go first, so that the command line's override them
-                at = argv.index("train") + 1 if "command" in args else 0
+                at = argv.index(args.command) + 1 if "command" in args else 0
                 args = parse(parser, argv[:at] + config_file_flags(args.config) + argv[at:])
+            if getattr(args, "command", None) == "tune":
+                args.hpo = True
             run_train(config_from_args(command_parser, args))
         elif args.command == "evaluate":
             run_evaluate(args)
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
             run_fetch(args)
     except MtbertError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(e.exit_code) from None
     except BrokenPipeError:  # stdout closed early (`mtbert encode ... | head -1`): a quiet end, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         raise SystemExit(0) from None
@@ -140,6 +150,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 
 def run_train(cfg: Config) -> None:
+    if cfg.hpo:
+        return run_search(cfg)
     from mtbert.accel.modes import speed_for
     from mtbert.train.loop import train
 
@@ -155,14 +167,32 @@ def format_table(history: list[dict[str, float]]) -> str:
     """The dev metrics of every epoch as a plain-text table (with a mixture's share of sentences per expert)."""
     shares = [k for k in history[0] if k.endswith("_share")]
     keys = ["train_loss"] + [k for k in history[0] if "/" in k] + ["mean", *shares, "train_seconds", "seconds"]
-    head = ["epoch"] + keys
     rows = [
         [str(int(h["epoch"]))] + [f"{h[k]:.1f}" if k.endswith("seconds") else f"{h[k]:.3f}" for k in keys]
         for h in history
     ]
+    return "\n".join(["dev metrics per epoch:", columns(["epoch", *keys], rows)])
+
+
+def columns(head: list[str], rows: list[list[str]]) -> str:
+    """Rows of strings as right-aligned columns under their head."""
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
-    return "\n".join(["dev metrics per epoch:", *lines])
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows])
+
+
+def run_search(cfg: Config) -> None:
+    from mtbert.lab.hpo import search, table_rows
+
+    result = search(cfg)
+    head, rows = table_rows(result.trials, result.epochs)
+    shown = [[cell if isinstance(cell, str) else "-" if cell is None else f"{cell:.3g}" if isinstance(cell, float)
+              else str(cell) for cell in row] for row in rows]  # fmt: skip
+    best = result.best.best
+    print(f"trials, best first ({result.table}):")
+    print(columns(head, shown))
+    print(f"best: trial {result.best.trial_id}, mean dev score {best['mean']:.3f} at epoch {int(best['epoch'])}; its "
+          f"model: {result.best_model}")  # fmt: skip
+    print(f"train it again: mtbert train --config {result.best_config}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:

@@ -192,6 +192,34 @@ class Config:
         "open it), print the top operators by self time, then stop profiling",
     )
     profiler_steps: int = opt(5, "--profiler: the number of steps recorded")
+    # --- hyper-parameter search (mtbert tune, or train --hpo; mtbert.lab.hpo)
+    hpo: bool = opt(
+        False,
+        "search hyper-parameters instead of training once: --hpo_trials trainings of these settings with values "
+        "drawn by Optuna, each scored by its mean dev score every epoch, the poor ones stopped early by "
+        "asynchronous HyperBand (ASHA); on Ray Tune (needs the [hpo] extra)",
+    )
+    hpo_trials: int = opt(16, "--hpo: the number of trials")
+    hpo_space: str | None = opt(
+        None,
+        "--hpo: YAML or JSON file of the settings to search, `name: {loguniform: [low, high]}` (or uniform, int, "
+        "choice: [values]), replacing the default space (docs/search.md); every setting not searched is the same "
+        "in every trial",
+    )
+    hpo_dir: str = opt(
+        "hpo",
+        "--hpo: the search's folder: Ray's state, each trial's log and history, the table of trials, the best "
+        "configuration and the best trial's model. Running the same command again resumes an interrupted search",
+    )
+    hpo_cpus_per_trial: float = opt(1.0, "--hpo: CPU cores per trial (trials run side by side on what is free)")
+    hpo_gpus_per_trial: float | None = opt(
+        None, "--hpo: GPUs per trial, fractions allowed (0.5: two trials share a GPU); default 1 with --use_gpu, else 0"
+    )
+    ray_address: str | None = opt(
+        None,
+        "--hpo: the address of a running Ray cluster (`ray start --head` prints it) to spread the trials over; "
+        "default: a Ray instance on this machine for the search alone",
+    )
 
     def __post_init__(self) -> None:
         for name, kind in typing.get_type_hints(Config).items():  # inf and nan train to nothing but nan
@@ -216,11 +244,11 @@ class Config:
         if self.save_every and self.resume is None:
             raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
         for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens",
-                     "profiler_steps"):  # fmt: skip
+                     "profiler_steps", "hpo_trials"):  # fmt: skip
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "head_lr", "weight_decay", "clip", "rho", "unfreeze_interval", "moe_balance",
-                     *(f"{t}_loss_weight" for t in TASK_NAMES)):  # fmt: skip
+                     "hpo_gpus_per_trial", *(f"{t}_loss_weight" for t in TASK_NAMES)):  # fmt: skip
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"--{name} must not be negative, got {value}")
@@ -242,6 +270,15 @@ class Config:
                              "--graph_steps")  # fmt: skip
         if self.moe_balance and not self.moe:
             raise ValueError("--moe_balance weighs a mixture of experts' routing: use it with --moe")
+        search = [f"--{f.name}" for f in dataclasses.fields(Config)
+                  if f.name in SEARCH_FIELDS and f.name != "hpo" and getattr(self, f.name) != f.default]  # fmt: skip
+        if search and not self.hpo:
+            raise ValueError(f"{', '.join(search)}: settings of a search; add --hpo (or run `mtbert tune`)")
+        if self.hpo and self.resume is not None:
+            raise ValueError("--hpo with --resume: every trial keeps its own training state in --hpo_dir, and the "
+                             "same command resumes an interrupted search; leave out --resume")  # fmt: skip
+        if self.hpo_cpus_per_trial <= 0:
+            raise ValueError(f"--hpo_cpus_per_trial must be above 0, got {self.hpo_cpus_per_trial}")
         if not 0 <= self.hidden_dropout_prob < 1:
             raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
 
@@ -262,7 +299,17 @@ class Config:
         return chosen or TASK_NAMES
 
 
+    @property
+    def gpus_per_trial(self) -> float:
+        """--hpo_gpus_per_trial, or its default: 1 with --use_gpu, else 0."""
+        if self.hpo_gpus_per_trial is not None:
+            return self.hpo_gpus_per_trial
+        return 1.0 if self.use_gpu else 0.0
+
+
 DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
+# The settings of a search (mtbert.lab.hpo), not of the trainings it runs
+SEARCH_FIELDS = ("hpo", "hpo_trials", "hpo_space", "hpo_dir", "hpo_cpus_per_trial", "hpo_gpus_per_trial", "ray_address")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

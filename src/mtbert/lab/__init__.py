@@ -1,0 +1,1 @@
+"""Work over many trainings, each a call of the one training loop: hyper-parameter search (hpo)."""
