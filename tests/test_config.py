@@ -63,7 +63,7 @@ def test_config_is_frozen() -> None:
         Config().lr = 1.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("flag", ["--hpo", "--synthetic_ratio"])
+@pytest.mark.parametrize("flag", ["--synthetic_ratio"])
 def test_flags_of_features_not_built_are_not_accepted(flag: str, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["train", flag])
