@@ -43,7 +43,8 @@ def space_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_space_file_replaces_the_default(tmp_path: Path) -> None:
-    space = read_space(space_file(tmp_path, "lr: {loguniform: [1e-5, 1e-3]}\nbatch_size: {choice: [8, 16]}\n"), Config())
+    path = space_file(tmp_path, "lr: {loguniform: [1e-5, 1e-3]}\nbatch_size: {choice: [8, 16]}\n")
+    space = read_space(path, Config())
     assert space == {"lr": ("loguniform", [1e-5, 1e-3]), "batch_size": ("choice", [8, 16])}  # 1e-5: YAML's string
     domains = to_tune({"hess_interval": ("int", [5, 6])})
     assert (domains["hess_interval"].lower, domains["hess_interval"].upper) == (5, 7)  # both ends included
@@ -188,6 +189,7 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(
     for trial in finished:  # no finished trial trained again (one that ended within the last second is rerun by
         # Ray, and its training, saved as complete, returns at once)
         assert (hpo_dir / "trials" / trial / "train.log").read_text().count("epoch 1/3:") == 1
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -298,7 +298,6 @@ class Config:
         chosen = tuple(t for t in TASK_NAMES if getattr(self, t))
         return chosen or TASK_NAMES
 
-
     @property
     def gpus_per_trial(self) -> float:
         """--hpo_gpus_per_trial, or its default: 1 with --use_gpu, else 0."""

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from mtbert.config import SEARCH_FIELDS, Config
 from mtbert.errors import Interrupted, MtbertError
-from mtbert.lab.space import PER_TRIAL, Space, check_space, default_space, describe, read_space, to_tune
+from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
 from mtbert.model.tasks import TASKS
 from mtbert.outputs import lock_all, readable_file, writable_dir
+from mtbert.train.loop import SMOKE, run_name, task_file, train
 
 log = logging.getLogger(__name__)
 METRIC = "mean"  # the mean dev score of the tasks, as `train` reports it every epoch
@@ -67,7 +68,10 @@ class SearchResult:
 
 def search(cfg: Config) -> SearchResult:
     """Runs (or resumes) the search that `cfg` describes; see the module's docstring."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MtbertError("--hpo places its trials with Ray: start the search with mtbert or python, not torchrun")
     tune, ray, OptunaSearch, ASHAScheduler = import_ray(cfg.ray_address)
+    epochs = SMOKE["epochs"] if cfg.smoketest else cfg.epochs
     space = read_space(cfg.hpo_space, cfg) if cfg.hpo_space else default_space(cfg)
     if not cfg.hpo_space:
         check_space(space, cfg, where="the default search space")
@@ -84,17 +88,27 @@ def search(cfg: Config) -> SearchResult:
                 log.info("resuming the search in %s", root)
                 tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True)
             else:
-                log.info("searching %d trials of %d epochs over %s", cfg.hpo_trials, cfg.epochs, describe(space))
-                scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1,
+                log.info("searching %d trials of %d epochs over %s", cfg.hpo_trials, epochs, describe(space))
+                scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
                                           reduction_factor=2)  # fmt: skip
                 tuner = tune.Tuner(
                     trainable,
                     param_space=to_tune(space),
-                    tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=cfg.hpo_trials,
-                                                search_alg=OptunaSearch(seed=cfg.seed), scheduler=scheduler,
-                                                reuse_actors=False, trial_dirname_creator=trial_dirname),  # fmt: skip
-                    run_config=tune.RunConfig(storage_path=str(root), name=experiment.name, verbose=0,
-                                              callbacks=[progress(cfg.hpo_trials, cfg.epochs, root)]),  # fmt: skip
+                    tune_config=tune.TuneConfig(
+                        metric=METRIC,
+                        mode="max",
+                        num_samples=cfg.hpo_trials,
+                        search_alg=OptunaSearch(seed=cfg.seed),
+                        scheduler=scheduler,
+                        reuse_actors=False,
+                        trial_dirname_creator=trial_dirname,
+                    ),
+                    run_config=tune.RunConfig(
+                        storage_path=str(root),
+                        name=experiment.name,
+                        verbose=0,
+                        callbacks=[progress(cfg.hpo_trials, epochs, root)],
+                    ),
                 )
             results = tuner.fit()
         finally:
@@ -103,7 +117,7 @@ def search(cfg: Config) -> SearchResult:
     if unfinished or len(results) < cfg.hpo_trials:
         raise Interrupted(f"search interrupted before its {cfg.hpo_trials} trials finished; the same command resumes "
                           f"it from {root}")  # fmt: skip
-    return finish(root, base, space, cfg.epochs, [trial_of(r, root, space) for r in results])
+    return finish(root, base, space, epochs, [trial_of(r, root, space) for r in results])
 
 
 def import_ray(address: str | None = None) -> tuple:
@@ -147,8 +161,6 @@ def trial_base(cfg: Config) -> Config:
     search_defaults = {f.name: f.default for f in dataclasses.fields(Config) if f.name in SEARCH_FIELDS}
     paths = {name: str(Path(getattr(cfg, name)).resolve()) for name in PATHS if getattr(cfg, name) is not None}
     base = dataclasses.replace(cfg, **search_defaults, **paths)
-    from mtbert.train.loop import task_file  # the training's own file names
-
     for task in base.tasks:
         for split in ("train", "dev"):
             readable_file(f"--{task}_{split}", task_file(base, task, split))
@@ -169,7 +181,6 @@ def run_trial(params: dict, base: Config, root: str) -> None:
     from ray import tune
 
     from mtbert.accel.modes import speed_for
-    from mtbert.train.loop import train
 
     folder = Path(root, "trials", tune.get_context().get_trial_id())
     cfg = trial_config(base, params, folder)
@@ -267,8 +278,6 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
         shutil.rmtree(trial.folder / "state", ignore_errors=True)
         if trial is not best:
             shutil.rmtree(trial.folder / "model", ignore_errors=True)
-    from mtbert.train.loop import run_name
-
     trained = trial_config(base, best.params, best.folder)
     best_model = Path(trained.save_dir) / run_name(trained)
     return SearchResult(trials, epochs, best, table, best_config, best_model)
