@@ -217,7 +217,7 @@ def progress(trials: int, epochs: int, root: Path):
     """The callback that logs a line per finished trial (imported here: it is a ray.tune.Callback)."""
     from mtbert.lab.progress import Progress
 
-    return Progress(trials, epochs, str(root / "trials"))
+    return Progress(trials, epochs, str(root / "trials"), METRIC)
 
 
 def trial_dirname(trial) -> str:
