@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mtbert.cli import build_parser, train_parser
+from mtbert.cli import train_parser
 from mtbert.config import Config, config_file_flags, config_from_args
 from mtbert.errors import MtbertError
 
@@ -61,14 +61,6 @@ def test_invalid_values_name_the_flag(kwargs: dict, flag: str) -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().lr = 1.0  # type: ignore[misc]
-
-
-@pytest.mark.parametrize("flag", ["--synthetic_ratio"])
-def test_flags_of_features_not_built_are_not_accepted(flag: str, capsys) -> None:
-    with pytest.raises(SystemExit) as e:
-        build_parser().parse_args(["train", flag])
-    assert e.value.code == 2
-    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
 
 
 def test_the_original_projects_extra_flags_are_accepted() -> None:

@@ -18,9 +18,10 @@ from mtbert.outputs import readable_file
 TASK_NAMES = ("sst", "para", "sts")
 
 
-def opt(default: object, doc: str) -> typing.Any:
-    """A config field with its one-line help text (shown by --help)."""
-    return field(default=default, metadata={"help": doc})
+def opt(default: object, doc: str, repeatable: bool = False) -> typing.Any:
+    """A config field with its one-line help text (shown by --help); a repeatable flag given twice or more holds the
+    values joined by commas."""
+    return field(default=default, metadata={"help": doc, "repeatable": repeatable})
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,12 @@ class Config:
     para: bool = opt(False, "train on Quora paraphrase detection")
     sts: bool = opt(False, "train on STS similarity")
     data_dir: str = opt("data", "folder with the CS224N CSV files (see `mtbert data fetch`)")
-    sst_train: str | None = opt(None, "default: DATA_DIR/ids-sst-train.csv")
+    sst_train: str | None = opt(
+        None,
+        "default: DATA_DIR/ids-sst-train.csv; several files: a.csv,b.csv or the flag repeated (a row that repeats one "
+        "of an earlier file is left out, with a warning)",
+        repeatable=True,
+    )
     sst_dev: str | None = opt(None, "default: DATA_DIR/ids-sst-dev.csv")
     sst_test: str | None = opt(None, "default: DATA_DIR/ids-sst-test-student.csv")
     para_train: str | None = opt(None, "default: DATA_DIR/quora-train.csv")
@@ -64,6 +70,12 @@ class Config:
     sts_train: str | None = opt(None, "default: DATA_DIR/sts-train.csv")
     sts_dev: str | None = opt(None, "default: DATA_DIR/sts-dev.csv")
     sts_test: str | None = opt(None, "default: DATA_DIR/sts-test-student.csv")
+    synthetic_ratio: float | None = opt(
+        None,
+        "at most this share of each epoch's examples of a task may be generated rows (rows whose index column reads "
+        "`synthetic`, as `mtbert synth` writes them and the original project's ids-sst-train-syn.csv has), drawn "
+        "without replacement; the rest are original rows (default: no cap, generated rows count as any other)",
+    )
     sst_dev_out: str = opt("predictions/sst-dev-output.csv", "dev predictions for SST")
     sst_test_out: str = opt("predictions/sst-test-output.csv", "test predictions for SST")
     para_dev_out: str = opt("predictions/para-dev-output.csv", "dev predictions for Quora")
@@ -279,6 +291,8 @@ class Config:
                              "same command resumes an interrupted search; leave out --resume")  # fmt: skip
         if self.hpo_cpus_per_trial <= 0:
             raise ValueError(f"--hpo_cpus_per_trial must be above 0, got {self.hpo_cpus_per_trial}")
+        if self.synthetic_ratio is not None and not 0 <= self.synthetic_ratio <= 1:
+            raise ValueError(f"--synthetic_ratio must be in [0, 1], got {self.synthetic_ratio}")
         if not 0 <= self.hidden_dropout_prob < 1:
             raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
 
@@ -340,7 +354,19 @@ def add_config_argument(parser: argparse.ArgumentParser, name: str) -> None:
         kwargs["metavar"] = name.upper()
     if f.default is not None and kind is not bool:
         kwargs["help"] += f" (default: {f.default})"
+    if f.metadata.get("repeatable"):
+        kwargs["action"] = JoinRepeated
     parser.add_argument(f"--{name}", **kwargs)
+
+
+class JoinRepeated(argparse.Action):
+    """A flag given more than once (`--sst_train a.csv --sst_train b.csv`) holds its values joined by commas."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        before = getattr(namespace, self.dest)
+        given = namespace.__dict__.setdefault("_repeated", set())  # the default is not a value given
+        setattr(namespace, self.dest, f"{before},{values}" if self.dest in given and before else values)
+        given.add(self.dest)
 
 
 def config_file_flags(path: str | Path) -> list[str]:
@@ -382,6 +408,21 @@ def config_file_flags(path: str | Path) -> list[str]:
             raise MtbertError(f"{path}: {name}: {e.message}") from None
         flags += [f"--{name}", str(value)]
     return flags
+
+
+def drop_flags(flags: list[str], names: set[str]) -> list[str]:
+    """`flags` without those named in `names` (each with its value): a config file's settings that the command line
+    gives again, so that a repeatable flag takes the command line's value instead of adding to the file's."""
+    kept: list[str] = []
+    skip_value = False
+    for flag in flags:
+        if skip_value and not flag.startswith("--"):
+            skip_value = False
+            continue
+        skip_value = flag in names
+        if not skip_value:
+            kept.append(flag)
+    return kept
 
 
 def _parse_mapping(path: Path, text: str) -> dict:

@@ -20,17 +20,31 @@ from mtbert.outputs import clear_stale, temp_prefix, user_permissions
 log = logging.getLogger(__name__)
 
 
+SYNTHETIC = "synthetic"  # the index column (the first, unnamed one) of a generated row reads this
+
+
 @dataclass
 class Examples:
-    """Rows of one CSV file: ids, the text columns (one list per column) and labels (None for unlabelled files)."""
+    """Rows of one CSV file (or of several, merged): ids, the text columns (one list per column), labels (None for
+    unlabelled files), and which rows are generated ones (their index column reads `synthetic`)."""
 
     path: Path
     ids: list[str]
     texts: list[list[str]]  # texts[c][i]: column c of row i
     labels: np.ndarray | None
+    synthetic: np.ndarray | None = None  # bool per row; None: read before it was known (all original)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def is_synthetic(self) -> np.ndarray:
+        return self.synthetic if self.synthetic is not None else np.zeros(len(self), dtype=bool)
+
+    def take(self, index: np.ndarray | list[int]) -> Examples:
+        """The rows at `index`, in that order."""
+        labels = self.labels[index] if self.labels is not None else None
+        texts = [[column[i] for i in index] for column in self.texts]
+        return Examples(self.path, [self.ids[i] for i in index], texts, labels, self.is_synthetic()[index])
 
 
 def read_examples(
@@ -74,6 +88,7 @@ def read_examples(
     ids: list[str] = []
     texts: list[list[str]] = [[] for _ in text_columns]
     labels: list[float] = []
+    synthetic: list[bool] = []
     skipped = 0
     for line, row in rows_with_lines(reader, path):
         if not any(cell.strip() for cell in row):
@@ -90,13 +105,40 @@ def read_examples(
             except ValueError as e:
                 raise MtbertError(f"{path}:{line}: {label_column} {cell!r}: {e}") from e
         ids.append(row[id_at].strip())
+        synthetic.append(id_at > 0 and row[0].strip() == SYNTHETIC)
         for c, at in enumerate(text_at):
             texts[c].append(row[at].strip())
     if skipped:
         log.warning("%s: skipped %d row(s) without a %s label", path, skipped, label_column)
     if not ids:
         raise MtbertError(f"{path}: no data rows after the header")
-    return Examples(path, ids, texts, np.asarray(labels, dtype=np.float32) if has_label else None)
+    labels_array = np.asarray(labels, dtype=np.float32) if has_label else None
+    return Examples(path, ids, texts, labels_array, np.asarray(synthetic, dtype=bool))
+
+
+def merge_examples(parts: list[Examples]) -> Examples:
+    """The rows of several files of one task, in order. A row that repeats one of an earlier file (the same id, texts
+    and label: a file of generated rows that also holds the originals, say) is left out, with a warning that counts
+    them."""
+    seen: set[tuple] = set()
+    keep: list[Examples] = []
+    for part in parts:
+        keys = [(part.ids[i], *(c[i] for c in part.texts), part.labels[i] if part.labels is not None else None)
+                for i in range(len(part))]  # fmt: skip
+        fresh = [i for i, key in enumerate(keys) if key not in seen]
+        if len(fresh) < len(part):
+            log.warning("%s: left out %d row(s) that an earlier file of the task already has", part.path,
+                        len(part) - len(fresh))  # fmt: skip
+        seen.update(keys)
+        keep.append(part.take(fresh))
+    labels = [p.labels for p in keep]
+    return Examples(
+        Path(",".join(str(p.path) for p in parts)),
+        [i for p in keep for i in p.ids],
+        [[t for p in keep for t in p.texts[c]] for c in range(len(keep[0].texts))],
+        np.concatenate(labels) if all(x is not None for x in labels) else None,
+        np.concatenate([p.is_synthetic() for p in keep]),
+    )
 
 
 def rows_with_lines(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from mtbert.data.fetch import fetch
-from mtbert.data.files import Examples, read_examples
+from mtbert.data.files import Examples, merge_examples, read_examples
 from mtbert.data.tagging import Tagger
 from mtbert.model.multitask import Tags
 from mtbert.model.tasks import TASKS, TaskSpec
@@ -39,21 +39,21 @@ class TaskData:
     def head(self, n: int) -> TaskData:
         """The first n rows."""
         e = self.examples
-        labels = e.labels[:n] if e.labels is not None else None
-        examples = Examples(e.path, e.ids[:n], [column[:n] for column in e.texts], labels)
+        examples = e.take(np.arange(min(n, len(e))))
         tokens = [column[:n] for column in self.tokens]
         tags = [column[:n] for column in self.tags] if self.tags is not None else None
         return TaskData(self.task, examples, tokens, self.labels[:n] if self.labels is not None else None, tags)
 
 
 def read_task(
-    path: Path, task: str, tokenizer: Tokenizer, require_labels: bool = True, tagger: Tagger | None = None
+    path: Path | list[Path], task: str, tokenizer: Tokenizer, require_labels: bool = True, tagger: Tagger | None = None
 ) -> TaskData:
-    """Reads and validates a task's CSV file (see read_examples), tokenizes its sentences and, with a tagger
-    (--additional_input), tags them."""
+    """Reads and validates a task's CSV file, or several merged (see read_examples, merge_examples), tokenizes its
+    sentences and, with a tagger (--additional_input), tags them."""
     spec = TASKS[task]
-    examples = read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, require_labels)
-    return task_data(task, examples, tokenizer, tagger)
+    paths = path if isinstance(path, list) else [path]
+    parts = [read_examples(p, spec.text_columns, spec.label_column, spec.parse_label, require_labels) for p in paths]
+    return task_data(task, parts[0] if len(parts) == 1 else merge_examples(parts), tokenizer, tagger)
 
 
 def task_data(task: str, examples: Examples, tokenizer: Tokenizer, tagger: Tagger | None = None) -> TaskData:

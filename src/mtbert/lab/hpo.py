@@ -31,7 +31,7 @@ from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
 from mtbert.model.tasks import TASKS
 from mtbert.outputs import lock_all, readable_file, writable_dir
-from mtbert.train.loop import SMOKE, run_name, task_file, train
+from mtbert.train.loop import SMOKE, run_name, task_file, train, train_files
 
 log = logging.getLogger(__name__)
 METRIC = "mean"  # the mean dev score of the tasks, as `train` reports it every epoch
@@ -159,11 +159,13 @@ def trial_base(cfg: Config) -> Config:
     """The settings every trial shares: `cfg` without the search's settings, with absolute paths; its data files are
     checked now, not in every trial."""
     search_defaults = {f.name: f.default for f in dataclasses.fields(Config) if f.name in SEARCH_FIELDS}
-    paths = {name: str(Path(getattr(cfg, name)).resolve()) for name in PATHS if getattr(cfg, name) is not None}
+    paths = {name: ",".join(str(Path(p).resolve()) for p in getattr(cfg, name).split(","))  # (--sst_train a,b)
+             for name in PATHS if getattr(cfg, name) is not None}  # fmt: skip
     base = dataclasses.replace(cfg, **search_defaults, **paths)
     for task in base.tasks:
-        for split in ("train", "dev"):
-            readable_file(f"--{task}_{split}", task_file(base, task, split))
+        for path in train_files(base, task):
+            readable_file(f"--{task}_train", path)
+        readable_file(f"--{task}_dev", task_file(base, task, "dev"))
     return base
 
 

@@ -64,6 +64,10 @@ class Tokenizer:
         """Token ids of each sentence, with [CLS] and [SEP], unpadded."""
         return [e.ids for e in self._tok.encode_batch(texts)]
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of word-piece ids (special tokens left out, `##` pieces joined to their word)."""
+        return self._tok.decode(ids, skip_special_tokens=True)
+
     def encode_offsets(self, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
         """Token ids of each sentence (as encode_ids) and each token's (start, end) characters in the sentence;
         [CLS] and [SEP] have (0, 0)."""

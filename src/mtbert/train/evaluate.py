@@ -11,21 +11,28 @@ from mtbert.model.tasks import TASKS
 from mtbert.train.precision import autocast
 
 
-@torch.inference_mode()
 def predict(
     model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
 ) -> dict[str, np.ndarray]:
     """Predictions of every task's rows, all sentences encoded in one length-sorted pass (with a progress bar of
     the sentences encoded if `progress`)."""
+    return {task: TASKS[task].predict(out).numpy() for task, out in outputs(model, data, precision, progress).items()}
+
+
+@torch.inference_mode()
+def outputs(
+    model: MultitaskModel, data: dict[str, TaskData], precision: str = "auto", progress: bool = False
+) -> dict[str, torch.Tensor]:
+    """The heads' raw outputs of every task's rows on the CPU, in float32 (SST: the five logits of each row)."""
     if not data:
         return {}
     was_training = model.training
     model.eval()
     with autocast(model.device, precision):
         tags = {task: d.tags for task, d in data.items()} if model.tags is not None else None
-        outputs = model({task: d.tokens for task, d in data.items()}, progress, tags)
+        raw = model({task: d.tokens for task, d in data.items()}, progress, tags)
     model.train(was_training)
-    return {task: TASKS[task].predict(out.float()).cpu().numpy() for task, out in outputs.items()}
+    return {task: out.float().cpu() for task, out in raw.items()}
 
 
 def evaluate(

@@ -185,10 +185,9 @@ def start_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
         place_model(model, cfg, world.device, speed)
         if world.world_size > 1:
             seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
-        train_data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer, tagger=tagger) for t in cfg.tasks}
+        train_data = {t: read_task(train_files(cfg, t), t, tokenizer, tagger=tagger) for t in cfg.tasks}
         dev_data = {t: read_dev(cfg, t, tokenizer, tagger) for t in cfg.tasks} if world.is_main else {}
-        sampler = MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch,
-                                   cfg.batch_size, cfg.seed)  # fmt: skip
+        sampler = build_sampler(cfg, train_data)
         optimizer, scheduler = build_optimization(cfg, model, cfg.epochs * len(sampler))
         state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
         saved = load_training_state(cfg.resume) if cfg.resume is not None else None
@@ -329,6 +328,24 @@ def task_file(cfg: Config, task: str, split: str) -> Path:
     """The file of a task's split: its --{task}_{split} flag, or the default name inside --data_dir."""
     given = getattr(cfg, f"{task}_{split}")
     return Path(given) if given is not None else Path(cfg.data_dir) / TASKS[task].files[split]
+
+
+def train_files(cfg: Config, task: str) -> list[Path]:
+    """A task's training files: its --{task}_train flag (comma-separated files are read as one), or the default."""
+    given = getattr(cfg, f"{task}_train")
+    return [Path(p.strip()) for p in given.split(",") if p.strip()] if given else [task_file(cfg, task, "train")]
+
+
+def build_sampler(cfg: Config, train_data: dict[str, TaskData]) -> MultitaskSampler:
+    """The sampler of the run's training data; with --synthetic_ratio, capping the generated rows drawn per epoch."""
+    synthetic = {t: d.examples.is_synthetic() for t, d in train_data.items() if d.examples.is_synthetic().any()}
+    for task, mask in synthetic.items():
+        log.info("%s training rows: %d original, %d generated", task, int((~mask).sum()), int(mask.sum()))
+    if cfg.synthetic_ratio is not None and not synthetic:
+        raise MtbertError(f"--synthetic_ratio {cfg.synthetic_ratio}: the training files have no generated rows (rows "
+                          "whose first, index column reads `synthetic`, as `mtbert synth` writes them)")  # fmt: skip
+    return MultitaskSampler({t: len(d) for t, d in train_data.items()}, cfg.samples_per_epoch, cfg.batch_size,
+                            cfg.seed, synthetic, cfg.synthetic_ratio)  # fmt: skip
 
 
 def read_dev(cfg: Config, task: str, tokenizer: Tokenizer, tagger: Tagger | None) -> TaskData:
