@@ -124,7 +124,7 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
                     "same way; api: an OpenAI-compatible chat-completions endpoint (default: small)")  # fmt: skip
     sy.add_argument("--model", default=None, help="small: the BERT checkpoint whose WordPiece vocabulary it uses "
                     "(default: packaged MiniLM)")  # fmt: skip
-    sy.add_argument("--fit_epochs", type=int, default=5, help="epochs of fitting the generator (default: 5)")
+    sy.add_argument("--fit_epochs", type=int, default=3, help="epochs of fitting the generator (default: 3)")
     sy.add_argument("--lr", type=float, default=None, help="fitting's AdamW learning rate (default: 1e-3 for small, "
                     "5e-5 for a PATH)")  # fmt: skip
     sy.add_argument("--batch_size", type=int, default=32, help="sentences per fitting step (default: 32)")

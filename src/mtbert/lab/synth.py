@@ -57,7 +57,8 @@ def small_lm(sentences: list[str], tokenizer: Tokenizer, seed: int, layers: int 
     compact = {piece: n for n, piece in enumerate(pieces)}
     torch.manual_seed(seed)
     config = transformers.GPT2Config(vocab_size=first_label + len(LABEL_WORDS), n_positions=MAX_TOKENS, n_embd=width,
-                                     n_layer=layers, n_head=4, bos_token_id=eos, eos_token_id=eos)  # fmt: skip
+                                     n_layer=layers, n_head=4, bos_token_id=eos, eos_token_id=eos,
+                                     pad_token_id=pad)  # fmt: skip
     model = transformers.GPT2LMHeadModel(config)
 
     def encode(label: int, text: str) -> list[int]:
@@ -121,8 +122,7 @@ def fit(lm: LabelledLM, rows: list[Row], epochs: int, lr: float, batch_size: int
     mean = math.nan
     for _ in range(epochs):
         total = 0.0
-        for start in range(0, len(lines), batch_size):
-            batch = [lines[i] for i in rng.permutation(len(lines))[start : start + batch_size]]
+        for batch in length_batches(lines, batch_size, rng):
             ids, mask = pad_batch(batch, lm.pad_id)
             loss = lm.model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
             loss.backward()
@@ -135,6 +135,18 @@ def fit(lm: LabelledLM, rows: list[Row], epochs: int, lr: float, batch_size: int
         mean = total / steps
     bar.close()
     return mean
+
+
+def length_batches(lines: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[list[list[int]]]:
+    """An epoch's batches in random order, each of lines of similar length (sorted within random groups of 50
+    batches), so that little of a batch is padding."""
+    order = rng.permutation(len(lines))
+    group = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda i: len(lines[i]))
+        batches += [[lines[i] for i in chunk[b : b + batch_size]] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 @torch.inference_mode()
