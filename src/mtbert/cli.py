@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    from mtbert.lab.synth_config import SynthConfig
+
     sy = sub.add_parser(
         "synth",
         help="generate extra SST training sentences with a label-conditioned language model",
@@ -112,78 +115,24 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
         "the dev and test files, optionally a trained model's confidence) and write them in the ids-sst-train "
         "layout, marked synthetic; train on them with --sst_train ORIGINAL,GENERATED (docs/synthetic.md).",
     )
-    sy.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files (default: data)")
-    sy.add_argument("--sst_train", help="the SST training file to learn from (default: DATA_DIR/ids-sst-train.csv)")
-    sy.add_argument("--held_out", action="append", help="a file whose sentences must not be generated (leakage); "
-                    "repeatable (default: DATA_DIR/ids-sst-dev.csv and ids-sst-test-student.csv)")  # fmt: skip
-    sy.add_argument("--out", default="synthetic/ids-sst-train-synthetic.csv", help="the file to write (default: "
-                    "synthetic/ids-sst-train-synthetic.csv)")  # fmt: skip
-    sy.add_argument("--per_class", type=int, default=1000, help="sentences sampled per label (default: 1000)")
-    sy.add_argument("--generator", default="small", help="small: a GPT-2-shaped model trained from scratch on the "
-                    "SST sentences (offline, CPU minutes); PATH: a local Hugging Face causal-LM folder, fine-tuned the "
-                    "same way; api: an OpenAI-compatible chat-completions endpoint (default: small)")  # fmt: skip
-    sy.add_argument("--model", default=None, help="small: the BERT checkpoint whose WordPiece vocabulary it uses "
-                    "(default: packaged MiniLM)")  # fmt: skip
-    sy.add_argument("--fit_epochs", type=int, default=3, help="epochs of fitting the generator (default: 3)")
-    sy.add_argument("--lr", type=float, default=None, help="fitting's AdamW learning rate (default: 1e-3 for small, "
-                    "5e-5 for a PATH)")  # fmt: skip
-    sy.add_argument("--batch_size", type=int, default=32, help="sentences per fitting step (default: 32)")
-    sy.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    sy.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling's probability mass (default: 0.95)")
-    sy.add_argument("--seed", type=int, default=11711, help="random seed of fitting and sampling (default: 11711)")
-    sy.add_argument("--min_words", type=int, default=3, help="shorter sentences are removed (default: 3)")
-    sy.add_argument("--max_words", type=int, default=60, help="longer sentences are removed (default: 60)")
-    sy.add_argument("--filter_checkpoint", default=None, help="a trained mtbert model: keep a sentence only where "
-                    "it gives the sentence's label a probability of at least --min_confidence")  # fmt: skip
-    sy.add_argument("--min_confidence", type=float, default=0.5, help="see --filter_checkpoint (default: 0.5)")
-    api = sy.add_argument_group("--generator api")
-    api.add_argument("--api_base", help="the endpoint's base URL, as https://api.openai.com/v1 (POST BASE/chat/"
-                     "completions)")  # fmt: skip
-    api.add_argument("--api_model", help="the model name sent with each request")
-    api.add_argument("--api_key_env", default="OPENAI_API_KEY", help="the environment variable holding the key, "
-                     "sent as a Bearer token; none is sent where it is unset (default: OPENAI_API_KEY)")  # fmt: skip
-    api.add_argument("--api_batch", type=int, default=20, help="sentences asked for per request (default: 20)")
-    api.add_argument("--api_retries", type=int, default=4, help="retries of a failed request (default: 4)")
-    api.add_argument("--api_timeout", type=float, default=60.0, help="seconds to wait for an answer (default: 60)")
-    api.add_argument("--api_backoff", type=float, default=2.0, help="seconds before the first retry, doubled for "
-                     "each next one (default: 2)")  # fmt: skip
+    for f in dataclasses.fields(SynthConfig):
+        add_config_argument(sy, f.name, SynthConfig)
     sy.set_defaults(command_parser=sy)
-
-
-def check_synth_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Fills the defaults that depend on --data_dir and checks the flags' values (parser errors: exit code 2)."""
-    data = Path(args.data_dir)
-    args.sst_train = args.sst_train or str(data / TASKS["sst"].files["train"])
-    args.held_out = args.held_out or [str(data / TASKS["sst"].files[s]) for s in ("dev", "test")]
-    bounds = [("per_class", 1), ("fit_epochs", 1), ("batch_size", 1), ("min_words", 1), ("api_batch", 1),
-              ("api_retries", 0)]  # fmt: skip
-    for name, low in bounds:
-        if getattr(args, name) < low:
-            parser.error(f"--{name} must be at least {low}, got {getattr(args, name)}")
-    if not args.temperature > 0 or not 0 < args.top_p <= 1:
-        parser.error("--temperature must be above 0 and --top_p in (0, 1]")
-    if args.max_words < args.min_words:
-        parser.error(f"--max_words {args.max_words} is below --min_words {args.min_words}")
-    if not 0 <= args.min_confidence <= 1:
-        parser.error(f"--min_confidence must be in [0, 1], got {args.min_confidence}")
-    if args.generator == "api" and not (args.api_base and args.api_model):
-        parser.error("--generator api needs --api_base URL and --api_model NAME")
-    if not args.api_timeout > 0 or args.api_backoff < 0:
-        parser.error("--api_timeout must be above 0 and --api_backoff not negative")
-    return args
 
 
 def run_synth(args: argparse.Namespace) -> None:
     from mtbert.data.synthetic import LABEL_WORDS
     from mtbert.lab.synth import synthesize
+    from mtbert.lab.synth_config import SynthConfig
 
-    report = synthesize(check_synth_args(args.command_parser, args))
+    cfg = config_from_args(args.command_parser, args, SynthConfig)
+    report = synthesize(cfg)
     removed = ", ".join(f"{name} {n}" for name, n in report.filtered.removed.items())
     per_label = [sum(label == y for _, label in report.filtered.kept) for y in range(len(LABEL_WORDS))]
     print(f"generated {report.generated} sentences (fitting {report.fit_seconds:.0f} s, generating "
           f"{report.sample_seconds:.0f} s); removed: {removed}")  # fmt: skip
     print(f"wrote {len(report.filtered.kept)} to {report.written} (per label 0-4: {' / '.join(map(str, per_label))})")
-    print(f"train on them: mtbert train --sst_train {args.sst_train},{report.written}")
+    print(f"train on them: mtbert train --sst_train {cfg.train_file},{report.written}")
 
 
 def package_version() -> str:

@@ -338,10 +338,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_argument(parser, f.name)
 
 
-def add_config_argument(parser: argparse.ArgumentParser, name: str) -> None:
-    """The flag of one Config field (also used by commands that share a setting with training, as --precision)."""
-    f = next(f for f in dataclasses.fields(Config) if f.name == name)
-    kind = typing.get_type_hints(Config)[name]
+def add_config_argument(parser: argparse.ArgumentParser, name: str, settings: type = None) -> None:
+    """The flag of one field of `settings` (default Config; also used by commands that share a setting with
+    training, as --precision); its type, choices, default and help come from the dataclass."""
+    settings = settings or Config
+    f = next(f for f in dataclasses.fields(settings) if f.name == name)
+    kind = typing.get_type_hints(settings)[name]
     kwargs: dict = {"default": f.default, "help": f.metadata["help"]}
     if kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
@@ -446,9 +448,11 @@ def _parse_mapping(path: Path, text: str) -> dict:
     return settings
 
 
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
-    """Builds the Config from parsed flags; a failed cross-field check becomes a parser error (exit code 2)."""
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: type = None) -> typing.Any:
+    """Builds the Config (or another dataclass of `settings`, as mtbert.lab.synth_config's) from parsed flags; a failed
+    check becomes a parser error (exit code 2)."""
+    settings = settings or Config
     try:
-        return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+        return settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings)})
     except ValueError as e:
         parser.error(str(e))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mtbert.data.files import read_examples
 from mtbert.data.synthetic import LABEL_WORDS, Filtered, Row, filter_rows, write_rows
 from mtbert.errors import MtbertError
+from mtbert.lab.synth_config import SynthConfig
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import Tokenizer, pad_batch
 
@@ -208,13 +209,14 @@ def read_sentences(path: Path, require_labels: bool) -> list[Row]:
     return [(text, int(label)) for text, label in zip(examples.texts[0], labels, strict=True)]
 
 
-def synthesize(args) -> SynthReport:
-    """`mtbert synth`: generates, filters and writes (see the module's docstring); `args` are the command's flags."""
+def synthesize(args: SynthConfig) -> SynthReport:
+    """`mtbert synth`: generates, filters and writes (see the module's docstring)."""
     from mtbert.outputs import readable_file, writable_file
 
     out = writable_file("--out", args.out)
-    originals = read_sentences(readable_file("--sst_train", args.sst_train), require_labels=True)
-    held_out = [text for path in args.held_out for text, _ in read_sentences(readable_file("--held_out", path), False)]
+    originals = read_sentences(readable_file("--sst_train", args.train_file), require_labels=True)
+    held_out = [text for path in args.held_out_files for text, _ in
+                read_sentences(readable_file("--held_out", path), False)]  # fmt: skip
     started = time.perf_counter()
     final_loss = None
     if args.generator == "api":

@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from mtbert.data.synthetic import LABEL_WORDS, Row, clean
 from mtbert.errors import MtbertError
+from mtbert.lab.synth_config import SynthConfig
 
 log = logging.getLogger(__name__)
 SHOWN = 5  # training sentences of the label shown in each request
 
 
-def generate(args, originals: list[Row], partial: Path) -> list[Row]:
+def generate(args: SynthConfig, originals: list[Row], partial: Path) -> list[Row]:
     """--per_class sentences per label (fewer only where answers give fewer), resuming from `partial`."""
     rows = read_partial(partial)
     if rows:
@@ -56,7 +57,7 @@ def request_text(n: int, label_words: str, shown: list[str]) -> str:
             f"of these:\n{examples}\nAnswer with a JSON list of {n} strings and nothing else.")  # fmt: skip
 
 
-def ask(args, key: str | None, prompt: str, partial: Path, received: int) -> list[str]:
+def ask(args: SynthConfig, key: str | None, prompt: str, partial: Path, received: int) -> list[str]:
     """One request's sentences, with retries (see the module's docstring); a final failure is an MtbertError that
     says what was kept."""
     body = json.dumps({"model": args.api_model, "messages": [{"role": "user", "content": prompt}],
