@@ -1,4 +1,4 @@
-"""The `mtbert` command line: train, tune, evaluate, predict, encode, synth, data fetch."""
+"""The `mtbert` command line: train, tune, evaluate, predict, encode, synth, export, data fetch."""
 
 from __future__ import annotations
 
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(pr, "tag_cache")
 
     add_synth_parser(sub)
+    ex = sub.add_parser("export", help="write a trained model's encoder as a Hugging Face BERT folder",
+                        description="Write the encoder of a model saved by `mtbert train` as a Hugging Face BERT "
+                        "folder (config.json, model.safetensors, tokenizer files) that transformers.BertModel loads, "
+                        "with the pooling and heads beside it and a README of how to use them.")  # fmt: skip
+    ex.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    ex.add_argument("--out", required=True, help="the folder to write (new, or empty)")
 
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
     en.add_argument("sentences", nargs="*", help="sentences to embed")
@@ -99,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
     )
     fetch.add_argument("--dest", default="data", help="folder to write to")
-    for command in (tr, tu, ev, pr, en, fetch):
+    for command in (tr, tu, ev, pr, en, ex, fetch):
         command.set_defaults(command_parser=command)
     return parser
 
@@ -170,6 +176,10 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
             run_encode(args)
         elif args.command == "synth":
             run_synth(args)
+        elif args.command == "export":
+            from mtbert.serve.export import export
+
+            print(f"wrote {export(args.checkpoint, args.out)}: transformers.BertModel.from_pretrained loads it")
         elif args.command == "data":
             run_fetch(args)
     except MtbertError as e:
