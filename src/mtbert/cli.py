@@ -235,15 +235,14 @@ def columns(head: list[str], rows: list[list[str]]) -> str:
 
 
 def run_search(cfg: Config) -> None:
-    from mtbert.lab.hpo import search, table_rows
+    from mtbert.lab.hpo import search
 
     result = search(cfg)
-    head, rows = table_rows(result.trials, result.epochs)
     shown = [[cell if isinstance(cell, str) else "-" if cell is None else f"{cell:.3g}" if isinstance(cell, float)
-              else str(cell) for cell in row] for row in rows]  # fmt: skip
+              else str(cell) for cell in row] for row in result.rows]  # fmt: skip
     best = result.best.best
     print(f"trials, best first ({result.table}):")
-    print(columns(head, shown))
+    print(columns(result.header, shown))
     print(f"best: trial {result.best.trial_id}, mean dev score {best['mean']:.3f} at epoch {int(best['epoch'])}; its "
           f"model: {result.best_model}")  # fmt: skip
     print(f"train it again: mtbert train --config {result.best_config}")

@@ -380,7 +380,7 @@ def config_file_flags(path: str | Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise MtbertError(f"--config {path}: not UTF-8 text ({e})") from None
-    settings = _parse_mapping(path, text)
+    settings = parse_mapping(path, text)
     if isinstance(settings.get("config"), dict) and "encoder" in settings:  # a saved model's mtbert.json
         settings = settings["config"]
     unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
@@ -427,7 +427,15 @@ def drop_flags(flags: list[str], names: set[str]) -> list[str]:
     return kept
 
 
-def _parse_mapping(path: Path, text: str) -> dict:
+def changed_settings(saved: dict, cfg: Config, ignore: set[str] | frozenset = frozenset()) -> list[str]:
+    """The settings of `cfg` that differ from `saved` (a Config as a dict, as saved with a run), as `--name old ->
+    new`, leaving out `ignore`. A setting newer than `saved` counts as its default there."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    return [f"--{k} {saved.get(k, defaults[k])} -> {v}" for k, v in dataclasses.asdict(cfg).items()
+            if k not in ignore and saved.get(k, defaults[k]) != v]  # fmt: skip
+
+
+def parse_mapping(path: Path, text: str) -> dict:
     """A config file's top-level mapping: JSON for a .json file, else YAML."""
     if path.suffix == ".json":
         try:

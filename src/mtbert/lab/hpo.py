@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtbert.config import SEARCH_FIELDS, Config
+from mtbert.config import SEARCH_FIELDS, Config, changed_settings
 from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
 from mtbert.model.tasks import TASKS
@@ -59,7 +59,8 @@ class Trial:
 @dataclass
 class SearchResult:
     trials: list[Trial]  # best first
-    epochs: int  # the epochs of a trial that ran to the end
+    header: list[str]  # the table of trials (table_rows), as trials.csv holds it
+    rows: list[list]
     best: Trial
     table: Path  # trials.csv
     best_config: Path  # best.yaml
@@ -242,8 +243,7 @@ def check_same_search(root: Path, base: Config, space: Space, trials: int) -> No
         path.write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    changed = [f"--{k} {saved['config'].get(k)} -> {v}" for k, v in described["config"].items()
-               if saved["config"].get(k, v) != v]  # fmt: skip
+    changed = changed_settings(saved["config"], base)
     changed += ["the search space"] if saved["space"] != described["space"] else []
     changed += [f"--hpo_trials {saved['trials']} -> {trials}"] if saved["trials"] != trials else []
     if changed:
@@ -269,9 +269,9 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
         raise MtbertError(f"no trial of the search finished an epoch; the first failure: {best.error} (see "
                           f"{best.folder / 'train.log'})")  # fmt: skip
     table = root / "trials.csv"
+    header, rows = table_rows(trials, epochs)
     with open(table, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        header, rows = table_rows(trials, epochs)
         writer.writerow(header)
         writer.writerows(rows)
     best_config = root / "best.yaml"
@@ -282,7 +282,7 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
             shutil.rmtree(trial.folder / "model", ignore_errors=True)
     trained = trial_config(base, best.params, best.folder)
     best_model = Path(trained.save_dir) / run_name(trained)
-    return SearchResult(trials, epochs, best, table, best_config, best_model)
+    return SearchResult(trials, header, rows, best, table, best_config, best_model)
 
 
 def table_rows(trials: list[Trial], epochs: int) -> tuple[list[str], list[list]]:

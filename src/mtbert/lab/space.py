@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from mtbert.config import SEARCH_FIELDS, Config, _parse_mapping
+from mtbert.config import SEARCH_FIELDS, Config, parse_mapping
 from mtbert.errors import MtbertError
 from mtbert.outputs import readable_file
 
@@ -49,7 +49,7 @@ def default_space(cfg: Config) -> Space:
 def read_space(path: str | Path, cfg: Config) -> Space:
     """The space of an --hpo_space file, each entry checked (see `check_space`); errors name the file and entry."""
     path = readable_file("--hpo_space", path)
-    entries = _parse_mapping(path, path.read_text(encoding="utf-8"))
+    entries = parse_mapping(path, path.read_text(encoding="utf-8"))
     space: Space = {}
     kinds = typing.get_type_hints(Config)
     for name, spec in entries.items():

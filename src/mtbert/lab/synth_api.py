@@ -35,8 +35,8 @@ def generate(args: SynthConfig, originals: list[Row], partial: Path) -> list[Row
         log.info("%s: continuing from %d sentences received before", partial, len(rows))
     rng = random.Random(args.seed)
     key = os.environ.get(args.api_key_env)
-    bar = tqdm(total=args.per_class * len(LABEL_WORDS), initial=min(len(rows), args.per_class * 5), desc="asking",
-               unit="sentence")  # fmt: skip
+    wanted = args.per_class * len(LABEL_WORDS)
+    bar = tqdm(total=wanted, initial=min(len(rows), wanted), desc="asking", unit="sentence")
     for label, words in enumerate(LABEL_WORDS):
         examples = [text for text, y in originals if y == label]
         while (have := sum(y == label for _, y in rows)) < args.per_class:

@@ -10,14 +10,14 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from mtbert.config import Config
+from mtbert.config import Config, changed_settings
 from mtbert.data.files import atomic_write_bytes
 from mtbert.errors import MtbertError
 from mtbert.model.encoder import BertEncoder, EncoderConfig
@@ -173,12 +173,7 @@ def restore(
 def check_resumable(cfg: Config, saved: dict, folder: str) -> None:
     """Stops a resume whose flags would change the run (other than RESUMABLE_CHANGES), naming the flags. A flag
     newer than the saved state counts as its default there."""
-    defaults = {f.name: f.default for f in fields(Config)}
-    changed = [
-        f"--{k} {saved.get(k, defaults[k])} -> {v}"
-        for k, v in asdict(cfg).items()
-        if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
-    ]
+    changed = changed_settings(saved, cfg, ignore=RESUMABLE_CHANGES)
     if changed:
         raise MtbertError(
             f"--resume {folder}: the saved run used other settings ({'; '.join(changed)}); "
