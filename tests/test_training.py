@@ -107,7 +107,7 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
     pairs.write_text("a man plays guitar\ta man plays the guitar\na cat\ta dog\n")
     main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", str(pairs)])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "id \t Predicted_Similiary" and len(lines) == 3
+    assert lines[0] == "id \t Predicted_Similiary " and len(lines) == 3
     assert all(0.0 <= float(line.split(",")[1]) <= 5.0 for line in lines[1:])
 
     with pytest.raises(SystemExit) as e:

@@ -4,5 +4,6 @@ from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.hf import load_encoder
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.serve.embedding import encode
+from mtbert.serve.predictor import Predictor, load
 
-__all__ = ["BertEncoder", "EncoderConfig", "Tokenizer", "encode", "load_encoder"]
+__all__ = ["BertEncoder", "EncoderConfig", "Tokenizer", "Predictor", "encode", "load", "load_encoder"]

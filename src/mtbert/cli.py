@@ -75,10 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--input",
         required=True,
-        help="a CS224N CSV file, or plain text with one example per line (pairs: two sentences separated by a tab); "
-        "- reads stdin",
+        help='a CS224N CSV file, JSON lines (objects with the task\'s text columns: "sentence" or "text"; '
+        '"sentence1" and "sentence2"; optionally "id"), or plain text with one example per line (pairs: two '
+        "sentences separated by a tab); - reads stdin",
     )
-    pr.add_argument("--output", default="-", help="where to write `id , prediction` lines (default: stdout)")
+    pr.add_argument("--output", default="-", help="where to write the predictions (default: stdout)")
+    pr.add_argument(
+        "--format",
+        choices=("original", "jsonl", "csv"),
+        default="original",
+        help="original: the original project's `id , prediction` lines; jsonl: a JSON object per example with its "
+        "texts, label and probabilities (SST: all five; Quora: of a paraphrase) or similarity; csv: the same as CSV",
+    )
     pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
     add_config_argument(pr, "precision")
     add_config_argument(pr, "tag_cache")
@@ -249,18 +257,16 @@ def run_search(cfg: Config) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from mtbert.data.task_data import read_task
-    from mtbert.train.evaluate import evaluate
     from mtbert.train.loop import task_file
 
-    model, tokenizer, tagger = load_for_inference(args)
+    predictor = load_predictor(args)
     data = {}
-    for task in model.heads:
+    for task in predictor.tasks:
         path = task_file(args, task, args.split)
         if args.split == "test" and not path.exists():  # the course has no Quora test file, say
             log.warning("%s: no such file, so no %s test metrics", path, task)
             continue
-        d = read_task(path, task, tokenizer, require_labels=False, tagger=tagger)
+        d = predictor.read(task, path, require_labels=False)
         if d.labels is None:
             log.warning("%s has no labels: use `mtbert predict` for its predictions", d.examples.path)
         else:
@@ -272,65 +278,47 @@ def run_evaluate(args: argparse.Namespace) -> None:
             if args.split == "test"
             else f"no labelled dev files to score (--data_dir {args.data_dir})"
         )
-    metrics, _ = evaluate(model, data, args.precision, progress=True)
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(predictor.evaluate(data, progress=True), indent=2))
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from mtbert.data.files import Examples, write_predictions
-    from mtbert.data.task_data import read_task, task_data
-    from mtbert.train.evaluate import predict
+    from mtbert.data.files import atomic_write_bytes
+    from mtbert.serve.predictor import results
+    from mtbert.serve.rows import format_rows, read_rows
 
     spec = TASKS[args.task]
     if args.output != "-":
         writable_file("--output", args.output)  # before the model is loaded and the sentences encoded
-    model, tokenizer, tagger = load_for_inference(args)
-    if args.task not in model.heads:
+    predictor = load_predictor(args)
+    if args.task not in predictor.tasks:
         raise MtbertError(
-            f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(model.heads)})"
+            f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(predictor.tasks)})"
         )
     text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
     if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
-        data = read_task(Path(args.input), args.task, tokenizer, require_labels=False, tagger=tagger)
+        data = predictor.read(args.task, Path(args.input), require_labels=False)
+        ids, columns = data.examples.ids, data.examples.texts
     else:
-        columns: list[list[str]] = [[] for _ in spec.text_columns]
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.split("\t")
-            if len(parts) != len(columns):
-                raise MtbertError(
-                    f"{args.input}:{n}: expected {len(columns)} tab-separated sentence(s), got {len(parts)}"
-                )
-            for c, part in enumerate(parts):
-                columns[c].append(part.strip())
-        if not columns[0]:
-            raise MtbertError(f"{args.input}: no sentences to predict")
-        ids = [str(i) for i in range(1, len(columns[0]) + 1)]
-        data = task_data(args.task, Examples(Path(args.input), ids, columns, None), tokenizer, tagger)
-    predictions = predict(model, {args.task: data}, args.precision, progress=True)[args.task]
+        ids, columns = read_rows(text, args.task, "stdin" if args.input == "-" else args.input)
+        data = predictor.data(args.task, columns, ids)
+    found = results(args.task, predictor.outputs({args.task: data}, progress=True)[args.task])
+    lines = format_rows(args.task, ids, columns, found, args.format)
     if args.output == "-":
-        print(f"id \t {spec.prediction_header}")
-        for i, p in zip(data.examples.ids, predictions.tolist(), strict=True):
-            print(f"{i} , {p}")
+        for line in lines:
+            print(line)
     else:
-        write_predictions(args.output, spec.prediction_header, data.examples.ids, predictions)
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(args.output), "".join(f"{line}\n" for line in lines).encode("utf-8"))
 
 
-def load_for_inference(args: argparse.Namespace) -> tuple:
-    """A saved model (--checkpoint) on its device (--use_gpu), its tokenizer, and the tagger of a model trained with
-    tags (else None), which tags new input as its training data was."""
-    from mtbert.accel.kernels import tune_kernels
-    from mtbert.data.tagging import Tagger
-    from mtbert.train.checkpoint import load_model
+def load_predictor(args: argparse.Namespace):  # -> mtbert.serve.predictor.Predictor
+    """The model of --checkpoint on its device (--use_gpu), with its tokenizer and, for a model trained with tags,
+    the tagger that tags new input as its training data was."""
+    from mtbert.serve.predictor import load
     from mtbert.train.distributed import pick_device
 
-    model, tokenizer, _ = load_model(args.checkpoint)
-    device = pick_device(args.use_gpu)
-    tune_kernels(device)
-    tagger = Tagger(args.tag_cache, model.tag_vocab) if model.tag_vocab is not None else None
-    return model.to(device), tokenizer, tagger
+    return load(args.checkpoint, pick_device(args.use_gpu), args.precision, args.tag_cache)
 
 
 def _read_text(path: Path) -> str:
