@@ -21,7 +21,8 @@ import pytest
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.lab.hpo import check_same_search, trial_base, trial_config
+from mtbert.lab.hpo import check_same_search, trial_base
+from mtbert.lab.runs import run_config
 from mtbert.lab.space import check_space, default_space, read_space, to_tune
 
 RAY_NOISE = ("View detailed results", "Configuration for experiment", "usage stats", "Usage stats", "dashboard",
@@ -96,7 +97,7 @@ def test_without_the_hpo_extra_tune_says_what_to_install(monkeypatch, capsys, to
 def test_trials_share_the_settings_and_write_in_their_own_folders(tmp_path: Path, toy_data: Path) -> None:
     base = trial_base(Config(hpo=True, hpo_trials=3, data_dir=os.path.relpath(toy_data), epochs=2))
     assert Path(base.data_dir).is_absolute() and not base.hpo and base.hpo_trials == Config().hpo_trials
-    cfg = trial_config(base, {"lr": 1e-3, "batch_size": 4}, tmp_path / "t1")
+    cfg = run_config(base, {"lr": 1e-3, "batch_size": 4}, tmp_path / "t1")
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-3, 4, 2)
     written = [cfg.save_dir, cfg.logdir, cfg.resume, *(getattr(cfg, f"{t}_{s}_out") for t in ("sst", "para", "sts")
                                                        for s in ("dev", "test"))]  # fmt: skip

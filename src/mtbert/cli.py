@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description=TUNE_HELP)  # fmt: skip
     add_config_arguments(tu)
 
+    add_ablate_parser(sub)
+
     ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
     ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     ev.add_argument(
@@ -99,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     ex.add_argument("--out", required=True, help="the folder to write (new, or empty)")
 
+    rp = sub.add_parser("report", help="compare runs: a Markdown table per task and plots of their dev metrics",
+                        description="Read the TensorBoard logs of training runs and write OUT/report.md (a table per "
+                        "task: a row per run with the flags that set it apart and its best epoch's dev metric) and "
+                        "OUT/dev-metrics.png (the dev metrics per epoch of all runs).")  # fmt: skip
+    rp.add_argument("runs", nargs="+", metavar="RUN", help="a run's TensorBoard folder, or a folder of them (--logdir)")
+    rp.add_argument("--out", default="report", help="the folder to write report.md and dev-metrics.png to")
+
     en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
     en.add_argument("sentences", nargs="*", help="sentences to embed")
     en.add_argument("--input", help="a text file of sentences to embed, one per line (- reads stdin)")
@@ -113,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
     )
     fetch.add_argument("--dest", default="data", help="folder to write to")
-    for command in (tr, tu, ev, pr, en, ex, fetch):
+    for command in (tr, tu, ev, pr, en, ex, rp, fetch):
         command.set_defaults(command_parser=command)
     return parser
 
@@ -132,6 +141,30 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
     for f in dataclasses.fields(SynthConfig):
         add_config_argument(sy, f.name, SynthConfig)
     sy.set_defaults(command_parser=sy)
+
+
+def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
+    from mtbert.lab.ablate import Ablation
+
+    ab = sub.add_parser("ablate", help="the ablation table: each feature's row over several seeds, mean ± std",
+                        description="Train the ablation rows (baseline: the flags given; then each with one feature "
+                        "added: tag embeddings, synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts) "
+                        "over --seeds seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and "
+                        "write ABLATE_DIR/ablation.md (mean ± std per task and row, differences from the baseline "
+                        "larger than the seeds' spread marked) and the plots. Rerunning continues it.")  # fmt: skip
+    add_config_arguments(ab)
+    for f in dataclasses.fields(Ablation):
+        add_config_argument(ab, f.name, Ablation)
+    ab.set_defaults(command_parser=ab)
+
+
+def run_ablate(args: argparse.Namespace) -> None:
+    from mtbert.lab.ablate import Ablation, ablate
+
+    parser = args.command_parser
+    result = ablate(config_from_args(parser, args), config_from_args(parser, args, Ablation))
+    print(result.table.read_text(encoding="utf-8"), end="")
+    print(f"wrote {result.table} and {result.plot} ({result.trained} runs trained now)")
 
 
 def run_synth(args: argparse.Namespace) -> None:
@@ -168,13 +201,15 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     args = parse(parser, argv)
     command_parser = getattr(args, "command_parser", parser)  # a subcommand's errors show its own usage
     try:
-        if getattr(args, "command", "train") in ("train", "tune"):
+        if getattr(args, "command", "train") in ("train", "tune", "ablate"):
             if args.config is not None:  # the file's flags go first, so that the command line's override them
                 at = argv.index(args.command) + 1 if "command" in args else 0
                 given = {a.split("=")[0] for a in argv[at:] if a.startswith("--")}
                 args = parse(parser, argv[:at] + drop_flags(config_file_flags(args.config), given) + argv[at:])
             if getattr(args, "command", None) == "tune":
                 args.hpo = True
+            if getattr(args, "command", None) == "ablate":
+                return run_ablate(args)
             run_train(config_from_args(command_parser, args))
         elif args.command == "evaluate":
             run_evaluate(args)
@@ -188,6 +223,12 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
             from mtbert.serve.export import export
 
             print(f"wrote {export(args.checkpoint, args.out)}: transformers.BertModel.from_pretrained loads it")
+        elif args.command == "report":
+            from mtbert.lab.report import report
+
+            table, picture = report(args.runs, Path(args.out))
+            print(table.read_text(encoding="utf-8"), end="")
+            print(f"wrote {table} and {picture}")
         elif args.command == "data":
             run_fetch(args)
     except MtbertError as e:

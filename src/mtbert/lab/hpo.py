@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mtbert.config import SEARCH_FIELDS, Config, changed_settings
 from mtbert.errors import Interrupted, MtbertError
+from mtbert.lab.runs import append_history, read_history, run_config
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
 from mtbert.model.tasks import TASKS
 from mtbert.outputs import lock_all, readable_file, writable_dir
@@ -170,14 +171,6 @@ def trial_base(cfg: Config) -> Config:
     return base
 
 
-def trial_config(base: Config, params: dict, folder: Path) -> Config:
-    """A trial's training: the shared settings, its drawn values, and its own folder for everything it writes."""
-    outputs = {f"{t}_{s}_out": str(folder / "predictions" / Path(getattr(base, f"{t}_{s}_out")).name)
-               for t in TASKS for s in ("dev", "test")}  # fmt: skip
-    return dataclasses.replace(base, **params, **outputs, save_dir=str(folder / "model"), logdir=str(folder / "runs"),
-                               resume=str(folder / "state"), tensorboard_subfolder=None)  # fmt: skip
-
-
 def run_trial(params: dict, base: Config, root: str) -> None:
     """One trial, in a Ray worker: trains its configuration, reporting every epoch's dev metrics to Tune. A trial
     that restarts (a resumed search) continues its training state, and first reports the epochs it had run."""
@@ -186,7 +179,7 @@ def run_trial(params: dict, base: Config, root: str) -> None:
     from mtbert.accel.modes import speed_for
 
     folder = Path(root, "trials", tune.get_context().get_trial_id())
-    cfg = trial_config(base, params, folder)
+    cfg = run_config(base, params, folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.json").write_text(json.dumps(params, indent=2) + "\n")
     history = read_history(folder)
@@ -197,8 +190,7 @@ def run_trial(params: dict, base: Config, root: str) -> None:
         if metrics["epoch"] <= len(history):  # an epoch reported before the restart
             return
         history.append(metrics)
-        with open(folder / "history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_history(folder, metrics)
         tune.report(metrics)
 
     handler = logging.FileHandler(folder / "train.log", encoding="utf-8")
@@ -226,13 +218,6 @@ def progress(trials: int, epochs: int, root: Path):
 def trial_dirname(trial) -> str:
     """Ray's folder of a trial is named by its id, as ours is (trials/ID)."""
     return trial.trial_id
-
-
-def read_history(folder: Path) -> list[dict]:
-    path = folder / "history.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def check_same_search(root: Path, base: Config, space: Space, trials: int) -> None:
@@ -280,7 +265,7 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
         shutil.rmtree(trial.folder / "state", ignore_errors=True)
         if trial is not best:
             shutil.rmtree(trial.folder / "model", ignore_errors=True)
-    trained = trial_config(base, best.params, best.folder)
+    trained = run_config(base, best.params, best.folder)
     best_model = Path(trained.save_dir) / run_name(trained)
     return SearchResult(trials, header, rows, best, table, best_config, best_model)
 

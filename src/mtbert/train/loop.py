@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import math
 import random
@@ -455,7 +456,7 @@ def open_tensorboard(cfg: Config, state: RunState, resumed: bool) -> SummaryWrit
     from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
     writer = SummaryWriter(state.logdir, purge_step=state.step + 1 if resumed else None)
-    writer.add_text("config", str(asdict(cfg)))
+    writer.add_text("config", json.dumps(asdict(cfg)))  # read back by `mtbert report`
     return writer
 
 

@@ -1,0 +1,153 @@
+"""`mtbert ablate`: the original project's ablation rows (baseline, tag embeddings, synthetic SST data, SophiaH) and
+ours (gradual unfreezing, a mixture of experts), each trained over several seeds with the same shared flags, then
+compared as mean ± std per task with the report's table and plots (mtbert.lab.report).
+
+    ablation/
+      ablation.json        the shared settings (a rerun must have the same ones; rows and seeds may change)
+      ROW/seed-S/          a run: runs/ (TensorBoard), predictions/, done.json when it finished (model/ and state/
+                           while it runs; kept with --keep_models)
+      ablation.md          the tables, dev-metrics.png the plots
+
+A rerun skips finished runs and continues a stopped one from its --resume state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtbert.config import Config, changed_settings, opt
+from mtbert.errors import Interrupted, MtbertError
+from mtbert.lab.report import find_runs, markdown, plot
+from mtbert.lab.runs import run_config
+
+log = logging.getLogger(__name__)
+ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe")
+# Each row's flags, set on top of the shared ones; the synthetic row's file comes from --synthetic_train.
+ROW_FLAGS = {"baseline": {}, "tagging": {"additional_input": True}, "synthetic": {"sst_train": None},
+             "sophiah": {"optimizer": "sophiah", "lr": None}, "unfreeze": {"unfreeze_interval": 1},
+             "moe": {"moe": True}}  # fmt: skip
+SYNTHETIC_FILE = "ids-sst-train-syn.csv"  # the original project's GPT-2 file: the SST rows, then generated ones
+
+
+@dataclass(frozen=True)
+class Ablation:
+    rows: str = opt(
+        ",".join(ROWS),
+        "the rows to train, comma-separated: baseline (the shared flags), tagging (--additional_input), synthetic "
+        "(--sst_train --synthetic_train), sophiah (--optimizer sophiah at its default lr), unfreeze "
+        "(--unfreeze_interval 1), moe (--moe)",
+    )
+    seeds: int = opt(3, "runs of each row, with seeds --seed, --seed + 1, ...")
+    ablate_dir: str = opt("ablation", "the folder of the runs, the table (ablation.md) and the plots")
+    synthetic_train: str | None = opt(
+        None,
+        f"the synthetic row's SST training file(s) (default: DATA_DIR/{SYNTHETIC_FILE}, the original project's "
+        "GPT-2 rows after the SST ones; or ORIGINAL,GENERATED as `mtbert synth` prints)",
+    )
+    keep_models: bool = opt(False, "keep every run's best model (by default a finished run keeps its logs only)")
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.row_names if r not in ROWS]
+        if unknown or not self.row_names:
+            raise ValueError(f"--rows {self.rows}: the rows are {', '.join(ROWS)}")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds {self.seeds}: at least 1")
+
+    @property
+    def row_names(self) -> list[str]:
+        return [r.strip() for r in self.rows.split(",") if r.strip()]
+
+
+@dataclass(frozen=True)
+class AblationResult:
+    table: Path
+    plot: Path
+    trained: int  # runs trained by this call (the others had finished before)
+
+
+def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
+    """Each row's flags; a row's flag set among the shared ones would blur the comparison, so it is refused."""
+    shared = {"additional_input": base.additional_input, "sst_train": base.sst_train is not None,
+              "optimizer": base.optimizer != "adamw", "unfreeze_interval": base.unfreeze_interval != 0,
+              "moe": base.moe}  # fmt: skip
+    for flag, given in shared.items():
+        if given:
+            raise MtbertError(f"--{flag} sets a row of the ablation: leave it out of the shared flags (--rows picks "
+                              "the rows)")  # fmt: skip
+    synthetic = ablation.synthetic_train or str(Path(base.data_dir) / SYNTHETIC_FILE)
+    changes = {name: dict(ROW_FLAGS[name]) for name in ablation.row_names}
+    if "synthetic" in changes:
+        for path in synthetic.split(","):
+            if not Path(path.strip()).is_file():
+                raise MtbertError(f"--synthetic_train {path}: no such file (the synthetic row trains on it; write one "
+                                  "with `mtbert synth`, or leave the row out with --rows)")  # fmt: skip
+        changes["synthetic"]["sst_train"] = synthetic
+    if "tagging" in changes and importlib.util.find_spec("spacy") is None:
+        raise MtbertError("the tagging row needs spaCy: pip install 'mtbert[tagging]' (or leave it out with --rows)")
+    return changes
+
+
+def check_same_ablation(root: Path, base: Config) -> None:
+    """The first run writes the shared settings to ablation.json; a rerun must have the same ones."""
+    path = root / "ablation.json"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(base), indent=2) + "\n", encoding="utf-8")
+        return
+    changed = changed_settings(json.loads(path.read_text(encoding="utf-8")), base)
+    if changed:
+        raise MtbertError(f"--ablate_dir {root} holds an ablation with other shared flags ({'; '.join(changed)}); use "
+                          "the same flags to continue it, or another --ablate_dir")  # fmt: skip
+
+
+def ablate(base: Config, ablation: Ablation) -> AblationResult:
+    """Trains every row's runs that have not finished (seed by seed, so that a stopped ablation has whole seeds),
+    then writes the table and the plots."""
+    from mtbert.accel.modes import speed_for
+    from mtbert.train.loop import train
+
+    if base.hpo or base.resume is not None:
+        raise MtbertError("--hpo and --resume do not go with mtbert ablate (it resumes its own runs)")
+    root = Path(ablation.ablate_dir)
+    changes = row_changes(base, ablation)
+    check_same_ablation(root, base)
+    runs = [(name, base.seed + k) for k in range(ablation.seeds) for name in changes]
+    trained = 0
+    for n, (name, seed) in enumerate(runs, start=1):
+        folder = root / name / f"seed-{seed}"
+        if (folder / "done.json").exists():
+            continue
+        if not (folder / "state").exists():  # nothing to continue from: the run starts again, its old logs gone
+            shutil.rmtree(folder, ignore_errors=True)
+        cfg = run_config(base, {**changes[name], "seed": seed}, folder)
+        flags = " ".join(f"--{k} {v}" for k, v in changes[name].items()) or "the shared flags"
+        log.info("ablation run %d/%d: %s, seed %d (%s)", n, len(runs), name, seed, flags)
+        started = time.perf_counter()
+        try:
+            best = train(cfg, speed=speed_for(cfg))
+        except KeyboardInterrupt:
+            raise Interrupted(f"ablation stopped in run {n}/{len(runs)} ({name}, seed {seed}); the same command "
+                              "continues it") from None  # fmt: skip
+        minutes = (time.perf_counter() - started) / 60
+        (folder / "done.json").write_text(json.dumps({"best": best, "minutes": minutes}, indent=2) + "\n")
+        shutil.rmtree(folder / "state", ignore_errors=True)
+        if not ablation.keep_models:
+            shutil.rmtree(folder / "model", ignore_errors=True)
+        log.info("ablation run %d/%d done in %.1f min: mean dev score %.3f", n, len(runs), minutes, best["mean"])
+        trained += 1
+    groups = {name: find_runs([root / name / f"seed-{base.seed + k}" / "runs" for k in range(ablation.seeds)])
+              for name in changes}  # fmt: skip
+    picture = plot(groups, root / "dev-metrics.png")
+    table = root / "ablation.md"
+    head = (f"# Ablation: {len(changes)} rows x {ablation.seeds} seeds ({base.epochs} epochs x "
+            f"{base.samples_per_epoch} samples per task)\n\n")  # fmt: skip
+    text = markdown(groups, baseline="baseline" if "baseline" in groups else None)
+    table.write_text(head + text + f"\n![dev metrics per epoch]({picture.name})\n", encoding="utf-8")
+    return AblationResult(table, picture, trained)

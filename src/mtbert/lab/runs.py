@@ -1,0 +1,32 @@
+"""Runs that lab tools start (search trials, ablation runs): each in its own folder, with its own history."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from mtbert.config import Config
+from mtbert.model.tasks import TASKS
+
+
+def run_config(base: Config, changes: dict, folder: Path) -> Config:
+    """A run of `base` with `changes`, everything it writes in `folder`: model/, runs/ (TensorBoard), predictions/
+    and state/ (its --resume state, so that a stopped run continues where it was)."""
+    outputs = {f"{t}_{s}_out": str(folder / "predictions" / Path(getattr(base, f"{t}_{s}_out")).name)
+               for t in TASKS for s in ("dev", "test")}  # fmt: skip
+    return dataclasses.replace(base, **changes, **outputs, save_dir=str(folder / "model"), logdir=str(folder / "runs"),
+                               resume=str(folder / "state"), tensorboard_subfolder=None)  # fmt: skip
+
+
+def read_history(folder: Path) -> list[dict]:
+    """The dev metrics of each epoch a run in `folder` has finished (history.jsonl, an epoch a line)."""
+    path = folder / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def append_history(folder: Path, metrics: dict) -> None:
+    with open(folder / "history.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(metrics) + "\n")
