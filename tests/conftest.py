@@ -122,7 +122,11 @@ STS_ROWS = [
 @pytest.fixture()
 def toy_data(tmp_path: Path) -> Path:
     """Toy train/dev/test files of all three tasks in the CS224N layout (dev = train, to test fitting)."""
-    d = tmp_path / "data"
+    return toy_data_in(tmp_path / "data")
+
+
+def toy_data_in(d: Path) -> Path:
+    """The toy data files (see toy_data) written to the new folder `d`."""
     d.mkdir()
     for split in ("train", "dev"):
         write_csv(

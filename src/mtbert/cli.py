@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_argument(pr, "tag_cache")
 
     add_synth_parser(sub)
+    add_serve_parser(sub)
     ex = sub.add_parser("export", help="write a trained model's encoder as a Hugging Face BERT folder",
                         description="Write the encoder of a model saved by `mtbert train` as a Hugging Face BERT "
                         "folder (config.json, model.safetensors, tokenizer files) that transformers.BertModel loads, "
@@ -141,6 +142,34 @@ def add_synth_parser(sub: argparse._SubParsersAction) -> None:
     for f in dataclasses.fields(SynthConfig):
         add_config_argument(sy, f.name, SynthConfig)
     sy.set_defaults(command_parser=sy)
+
+
+def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    from mtbert.serve.http import Limits
+
+    se = sub.add_parser("serve", help="serve a trained model over HTTP (JSON; FastAPI on uvicorn)",
+                        description="Serve a model saved by `mtbert train`: POST /sentiment {\"texts\": [...]}, "
+                        "/paraphrase and /similarity {\"pairs\": [[a, b], ...]}, GET /health; OpenAPI docs at /docs. "
+                        "Concurrent requests are batched together.")  # fmt: skip
+    se.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    se.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    se.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    se.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+    add_config_argument(se, "precision")
+    add_config_argument(se, "tag_cache")
+    for f in dataclasses.fields(Limits):
+        add_config_argument(se, f.name, Limits)
+    se.set_defaults(command_parser=se)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from mtbert.serve.http import Limits, serve
+
+    limits = config_from_args(args.command_parser, args, Limits)
+    predictor = load_predictor(args)
+    print(f"serving {args.checkpoint} ({', '.join(predictor.tasks)}) on http://{args.host}:{args.port} (API docs: "
+          f"/docs); Ctrl-C stops", flush=True)  # fmt: skip
+    serve(predictor, args.host, args.port, limits, Path(args.checkpoint).name)
 
 
 def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
@@ -217,6 +246,8 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
             run_predict(args)
         elif args.command == "encode":
             run_encode(args)
+        elif args.command == "serve":
+            run_serve(args)
         elif args.command == "synth":
             run_synth(args)
         elif args.command == "export":

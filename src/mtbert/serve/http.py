@@ -1,0 +1,192 @@
+"""`mtbert serve`: a trained model behind an HTTP JSON API (FastAPI on uvicorn), concurrent requests batched.
+
+    POST /sentiment   {"texts": ["a gorgeous film", ...]}           -> {"results": [{"label", "name", "probabilities"}]}
+    POST /paraphrase  {"pairs": [["how do I ...", "what is ..."]]}  -> {"results": [{"probability", "label"}]}
+    POST /similarity  {"pairs": [["a man plays", "a man is playing"]]} -> {"results": [{"similarity"}]}
+    GET  /health      the model's tasks and device, the batches served
+    GET  /docs        the OpenAPI documentation (the schema at /openapi.json)
+
+Only the model's tasks have routes. Input beyond a limit is refused with a message naming it: a body larger than
+`max_body_bytes` or more than `max_texts` texts 413, a text longer than `max_chars` characters (or empty) 422;
+malformed JSON 422. An error while predicting answers 500 and the server serves on.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the request models of the routes from their annotations
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from mtbert.config import opt
+from mtbert.errors import MtbertError
+from mtbert.serve.batching import Batcher
+from mtbert.serve.predictor import Predictor
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's limits and batching: the flags of `mtbert serve`."""
+
+    max_texts: int = opt(64, "texts (or pairs) per request; more answer 413")
+    max_chars: int = opt(2000, "characters per text; a longer one answers 422")
+    max_body_bytes: int = opt(1 << 20, "bytes per request body; a larger one answers 413")
+    max_batch: int = opt(64, "texts (or pairs) per batch of concurrent requests (1: one request at a time)")
+    batch_window_ms: float = opt(5.0, "how long a batch waits for more requests to join it")
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} {getattr(self, name)}: at least 1")
+        if self.batch_window_ms < 0:
+            raise ValueError(f"--batch_window_ms {self.batch_window_ms}: not negative")
+
+
+def create_app(predictor: Predictor, limits: Limits = Limits(), model_name: str = "model"):  # -> ASGI app
+    """The ASGI application serving `predictor` (FastAPI, wrapped in the body-size limit)."""
+    try:
+        from fastapi import FastAPI, HTTPException, Request
+        from fastapi.responses import JSONResponse
+        from pydantic import BaseModel, Field
+    except ImportError:
+        raise MtbertError("mtbert serve needs FastAPI and uvicorn: pip install 'mtbert[serve]'") from None
+
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbert-inference")  # one batch at a time
+    runs = {"sst": lambda texts: predictor.sentiment(texts), "para": lambda pairs: predictor.paraphrase(pairs),
+            "sts": lambda pairs: predictor.similarity(pairs)}  # fmt: skip
+    batchers = {task: Batcher(runs[task], executor, limits.max_batch, limits.batch_window_ms / 1000)
+                for task in predictor.tasks}  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        for b in batchers.values():
+            await b.close()
+        executor.shutdown(wait=True)
+
+    app = FastAPI(title="mtbert", summary=f"Multitask BERT: {model_name}", lifespan=lifespan,
+                  description="SST-5 sentiment, Quora paraphrase and STS similarity from one fine-tuned BERT "
+                  "encoder; concurrent requests are batched together.")  # fmt: skip
+
+    class Texts(BaseModel):
+        texts: list[str] = Field(min_length=1, description=f"1 to {limits.max_texts} texts")
+
+    class Pairs(BaseModel):
+        pairs: list[tuple[str, str]] = Field(min_length=1, description=f"1 to {limits.max_texts} pairs of texts")
+
+    class SentimentResult(BaseModel):
+        label: int = Field(description="0 very negative .. 4 very positive")
+        name: str
+        probabilities: list[float] = Field(description="of the five labels")
+
+    class ParaphraseResult(BaseModel):
+        probability: float = Field(description="that the two ask the same")
+        label: int = Field(description="1 when the probability is over 0.5")
+
+    class SimilarityResult(BaseModel):
+        similarity: float = Field(description="0 (unrelated) to 5 (the same meaning)")
+
+    class SentimentResponse(BaseModel):
+        results: list[SentimentResult]
+
+    class ParaphraseResponse(BaseModel):
+        results: list[ParaphraseResult]
+
+    class SimilarityResponse(BaseModel):
+        results: list[SimilarityResult]
+
+    def check(texts: list[str]) -> None:
+        if len(texts) > limits.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts: at most {limits.max_texts} per request (max_texts)")
+        for i, t in enumerate(texts):
+            if len(t) > limits.max_chars:
+                raise HTTPException(422, f"text {i} has {len(t)} characters: at most {limits.max_chars} (max_chars)")
+            if not t.strip():
+                raise HTTPException(422, f"text {i} is empty")
+
+    async def serve(task: str, items: list) -> list:
+        try:
+            return await batchers[task].submit(items)
+        except Exception as e:  # the batch failed: this request answers 500, the server serves on
+            raise HTTPException(500, f"prediction failed: {type(e).__name__}: {e}") from None
+
+    if "sst" in predictor.tasks:
+
+        @app.post("/sentiment", response_model=SentimentResponse, summary="SST-5 sentiment of each text")
+        async def sentiment(body: Texts) -> dict:
+            check(body.texts)
+            return {"results": [dataclasses.asdict(r) for r in await serve("sst", body.texts)]}
+
+    if "para" in predictor.tasks:
+
+        @app.post("/paraphrase", response_model=ParaphraseResponse, summary="whether each pair is a paraphrase")
+        async def paraphrase(body: Pairs) -> dict:
+            check([t for pair in body.pairs for t in pair])
+            return {"results": [dataclasses.asdict(r) for r in await serve("para", body.pairs)]}
+
+    if "sts" in predictor.tasks:
+
+        @app.post("/similarity", response_model=SimilarityResponse, summary="STS similarity of each pair, 0-5")
+        async def similarity(body: Pairs) -> dict:
+            check([t for pair in body.pairs for t in pair])
+            return {"results": [{"similarity": s} for s in await serve("sts", body.pairs)]}
+
+    @app.get("/health", summary="the model, its tasks and device, the batches served")
+    async def health() -> dict:
+        served = {t: {"batches": b.batches, "items": b.items} for t, b in batchers.items()}
+        return {"status": "ok", "model": model_name, "tasks": list(predictor.tasks), "device": str(predictor.device),
+                "limits": dataclasses.asdict(limits), "served": served}  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception) -> JSONResponse:
+        return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
+
+    return BodyLimit(app, limits.max_body_bytes)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes answers 413 before the application reads it (by its
+    Content-Length, or, for a chunked body, as soon as the bytes received pass the limit)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self.too_large(send)
+        body, more = [], True
+        while more:  # read the body here (it is at most `limit` bytes), then hand it on
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.append(message.get("body", b""))
+            more = message.get("more_body", False)
+            if sum(map(len, body)) > self.limit:
+                return await self.too_large(send)
+        whole, sent = b"".join(body), False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: wait for the disconnect, as the server would say it
+            sent = True
+            return {"type": "http.request", "body": whole, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def too_large(self, send) -> None:
+        detail = json.dumps({"detail": f"request body over {self.limit} bytes (max_body_bytes)"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(detail)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": detail})
+
+
+def serve(predictor: Predictor, host: str, port: int, limits: Limits, model_name: str) -> None:
+    """Runs the server until interrupted (Ctrl-C)."""
+    app = create_app(predictor, limits, model_name)
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
