@@ -26,6 +26,7 @@ BENCHMARKS = {
     "padding.py": (["--steps", "2", "--batch_size", "4"], "graph_steps_unpadded"),
     "encoder_speed.py": (["--steps", "1", "--warmup", "1", "--batch_size", "4", "--seq_len", "16"], "train_ratio"),
     "tagging_speed.py": (["--limit", "50", "--samples_per_epoch", "8", "--batch_size", "4"], "epoch_ratio"),
+    "serve_load.py": (["--clients", "4", "--requests", "24"], "speedup"),
 }
 
 

@@ -2,10 +2,8 @@
 
     >>> import mtbert
     >>> model = mtbert.load("models/finetune-4-8e-05-adamw-plateau-multitask")
-    >>> model.sentiment(["A gorgeous, witty film."])[0].name
-    'very positive'
-    >>> model.similarity([("A man plays a guitar.", "A man is playing music.")])
-    [3.9...]
+    >>> model.sentiment(["A gorgeous, witty film."])        # [Sentiment(label, name, probabilities)]
+    >>> model.similarity([("A man plays a guitar.", "A man is playing music.")])   # [a float in 0..5]
 
 Every call tokenizes its texts and sends them through the encoder sorted by length, in passes of a bounded number
 of padded tokens (the multitask model's own passes), so a long list costs little padding; results keep input order.
