@@ -180,6 +180,9 @@ def test_mtbert_serve_command(model_folder: Path) -> None:
         assert f"on http://127.0.0.1:{port}" in child.stdout.readline()
         status, answer = call(f"http://127.0.0.1:{port}/sentiment", {"texts": ["a", "b", "c"]})
         assert status == 413 and "at most 2 per request" in answer["detail"]
+        taken = subprocess.run([sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(model_folder), "--port",
+                                str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert taken.returncode == 2 and f"--port {port}: cannot listen there" in taken.stderr
     finally:
         child.terminate()
         child.wait(timeout=20)

@@ -14,6 +14,7 @@ malformed JSON 422. An error while predicting answers 500 and the server serves 
 # no `from __future__ import annotations`: FastAPI reads the request models of the routes from their annotations
 import dataclasses
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def create_app(predictor: Predictor, limits: Limits = Limits(), model_name: str 
             if not t.strip():
                 raise HTTPException(422, f"text {i} is empty")
 
-    async def serve(task: str, items: list) -> list:
+    async def batched(task: str, items: list) -> list:
         try:
             return await batchers[task].submit(items)
         except Exception as e:  # the batch failed: this request answers 500, the server serves on
@@ -115,21 +116,21 @@ def create_app(predictor: Predictor, limits: Limits = Limits(), model_name: str 
         @app.post("/sentiment", response_model=SentimentResponse, summary="SST-5 sentiment of each text")
         async def sentiment(body: Texts) -> dict:
             check(body.texts)
-            return {"results": [dataclasses.asdict(r) for r in await serve("sst", body.texts)]}
+            return {"results": [dataclasses.asdict(r) for r in await batched("sst", body.texts)]}
 
     if "para" in predictor.tasks:
 
         @app.post("/paraphrase", response_model=ParaphraseResponse, summary="whether each pair is a paraphrase")
         async def paraphrase(body: Pairs) -> dict:
             check([t for pair in body.pairs for t in pair])
-            return {"results": [dataclasses.asdict(r) for r in await serve("para", body.pairs)]}
+            return {"results": [dataclasses.asdict(r) for r in await batched("para", body.pairs)]}
 
     if "sts" in predictor.tasks:
 
         @app.post("/similarity", response_model=SimilarityResponse, summary="STS similarity of each pair, 0-5")
         async def similarity(body: Pairs) -> dict:
             check([t for pair in body.pairs for t in pair])
-            return {"results": [{"similarity": s} for s in await serve("sts", body.pairs)]}
+            return {"results": [{"similarity": s} for s in await batched("sts", body.pairs)]}
 
     @app.get("/health", summary="the model, its tasks and device, the batches served")
     async def health() -> dict:
@@ -188,5 +189,11 @@ def serve(predictor: Predictor, host: str, port: int, limits: Limits, model_name
     """Runs the server until interrupted (Ctrl-C)."""
     app = create_app(predictor, limits, model_name)
     import uvicorn
+
+    try:  # a taken port is one line naming it, before uvicorn starts
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise MtbertError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
 
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
