@@ -127,7 +127,9 @@ def ablate(base: Config, ablation: Ablation) -> AblationResult:
         if not (folder / "state").exists():  # nothing to continue from: the run starts again, its old logs gone
             shutil.rmtree(folder, ignore_errors=True)
         cfg = run_config(base, {**changes[name], "seed": seed}, folder)
-        flags = " ".join(f"--{k} {v}" for k, v in changes[name].items()) or "the shared flags"
+        flags = (
+            " ".join(f"--{k}" if v is True else f"--{k} {v}" for k, v in changes[name].items()) or "the shared flags"
+        )
         log.info("ablation run %d/%d: %s, seed %d (%s)", n, len(runs), name, seed, flags)
         started = time.perf_counter()
         try:
@@ -144,6 +146,9 @@ def ablate(base: Config, ablation: Ablation) -> AblationResult:
         trained += 1
     groups = {name: find_runs([root / name / f"seed-{base.seed + k}" / "runs" for k in range(ablation.seeds)])
               for name in changes}  # fmt: skip
+    for name, group in groups.items():  # a run's whole wall time (loading, test predictions), not its log's span
+        for k, run in enumerate(group):
+            run.seconds = 60 * json.loads((root / name / f"seed-{base.seed + k}" / "done.json").read_text())["minutes"]
     picture = plot(groups, root / "dev-metrics.png")
     table = root / "ablation.md"
     head = (f"# Ablation: {len(changes)} rows x {ablation.seeds} seeds ({base.epochs} epochs x "

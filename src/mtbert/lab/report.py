@@ -31,7 +31,7 @@ class Run:
     folder: Path
     config: dict
     history: list[dict[str, float]]
-    seconds: float  # from the first to the last event of the log
+    seconds: float  # from the first to the last event of the log (the settings, the last dev metrics)
 
     @property
     def best(self) -> dict[str, float]:
@@ -52,7 +52,7 @@ def read_run(folder: Path) -> Run:
         text = events.Tensors("config/text_summary")[-1].tensor_proto.string_val[0].decode("utf-8")
         config = _settings(text, folder)
     epochs: dict[int, dict[str, float]] = {}
-    times = []
+    times = [e.wall_time for tag in tags["tensors"] for e in events.Tensors(tag)]  # the settings: at the start
     for tag in tags["scalars"]:
         for e in events.Scalars(tag):
             times.append(e.wall_time)
