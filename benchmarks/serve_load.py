@@ -1,6 +1,6 @@
 """Load on `mtbert serve` over loopback: batched serving against one request at a time, measured in the same run.
 
-    python benchmarks/serve_load.py [--clients 16] [--requests 480] [--checkpoint DIR] [--data_dir data]
+    python benchmarks/serve_load.py [--clients 16] [--requests 960] [--checkpoint DIR] [--data_dir data]
 
 A model of the packaged all-MiniLM-L6-v2 (its heads as initialised, or --checkpoint's trained one) is served twice
 by `mtbert serve` on 127.0.0.1: batched (--max_batch 64, --batch_window_ms 5) and one request at a time
@@ -104,12 +104,13 @@ def load(port: int, sentences: list[str], clients: int, requests: int, timeout: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=480, help="requests per mode, over all clients")
+    parser.add_argument("--requests", type=int, default=960, help="requests per mode, over all clients")
     parser.add_argument(
         "--checkpoint", default=None, help="a model folder (default: the packaged MiniLM, untrained heads)"
     )
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--timeout", type=float, default=240, help="seconds per mode at most")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the server's")
     args = parser.parse_args()
     sst = read_examples(Path(args.data_dir) / "ids-sst-dev.csv", ("sentence",), "sentiment", float, True)
     sentences = sst.texts[0]
@@ -118,8 +119,9 @@ def main() -> None:
         folder = Path(args.checkpoint) if args.checkpoint else packaged_model(Path(tmp) / "model")
         for mode, flags in MODES.items():
             port = free_port()
-            child = subprocess.Popen([sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(folder), "--port",
-                                      str(port), *flags], stdout=subprocess.DEVNULL)  # fmt: skip
+            command = [sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(folder), "--port", str(port),
+                       "--precision", args.precision, *flags]  # fmt: skip
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             try:
                 wait_until_up(port, child)
                 load(port, sentences, args.clients, min(args.clients * 2, args.requests), args.timeout)  # warm-up
