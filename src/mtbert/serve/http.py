@@ -18,11 +18,14 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mtbert.config import opt
 from mtbert.errors import MtbertError
 from mtbert.serve.batching import Batcher
-from mtbert.serve.predictor import Predictor
+
+if TYPE_CHECKING:  # the model's modules load only when a server starts
+    from mtbert.serve.predictor import Predictor
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Limits:
             raise ValueError(f"--batch_window_ms {self.batch_window_ms}: not negative")
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits(), model_name: str = "model"):  # -> ASGI app
+def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: str = "model"):  # -> ASGI app
     """The ASGI application serving `predictor` (FastAPI, wrapped in the body-size limit)."""
     try:
         from fastapi import FastAPI, HTTPException, Request
@@ -185,7 +188,7 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": detail})
 
 
-def serve(predictor: Predictor, host: str, port: int, limits: Limits, model_name: str) -> None:
+def serve(predictor: "Predictor", host: str, port: int, limits: Limits, model_name: str) -> None:
     """Runs the server until interrupted (Ctrl-C)."""
     app = create_app(predictor, limits, model_name)
     import uvicorn
