@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtbert.data.files import SYNTHETIC, atomic_write_bytes
+from mtbert.model.tasks import SENTIMENT_NAMES
 
 Row = tuple[str, int]  # (sentence, label 0..4)
-LABEL_WORDS = ("very negative", "negative", "neutral", "positive", "very positive")  # SST-5's labels 0..4
+LABEL_WORDS = SENTIMENT_NAMES  # the control prefix of each label: its name
 FILTERS = ("length", "exact duplicate", "near duplicate", "in dev/test")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from mtbert.config import Config, changed_settings, opt
 from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.report import find_runs, markdown, plot
-from mtbert.lab.runs import run_config
+from mtbert.lab.runs import run_config, saved_settings
 
 log = logging.getLogger(__name__)
 ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe")
@@ -74,11 +74,10 @@ class AblationResult:
 
 def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
     """Each row's flags; a row's flag set among the shared ones would blur the comparison, so it is refused."""
-    shared = {"additional_input": base.additional_input, "sst_train": base.sst_train is not None,
-              "optimizer": base.optimizer != "adamw", "unfreeze_interval": base.unfreeze_interval != 0,
-              "moe": base.moe}  # fmt: skip
-    for flag, given in shared.items():
-        if given:
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    row_flags = {flag for flags in ROW_FLAGS.values() for flag in flags} - {"lr"}  # lr: the shared one stands
+    for flag in sorted(row_flags):
+        if getattr(base, flag) != defaults[flag]:
             raise MtbertError(f"--{flag} sets a row of the ablation: leave it out of the shared flags (--rows picks "
                               "the rows)")  # fmt: skip
     synthetic = ablation.synthetic_train or str(Path(base.data_dir) / SYNTHETIC_FILE)
@@ -96,12 +95,10 @@ def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
 
 def check_same_ablation(root: Path, base: Config) -> None:
     """The first run writes the shared settings to ablation.json; a rerun must have the same ones."""
-    path = root / "ablation.json"
-    if not path.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dataclasses.asdict(base), indent=2) + "\n", encoding="utf-8")
+    saved = saved_settings(root / "ablation.json", {"config": dataclasses.asdict(base)})
+    if saved is None:
         return
-    changed = changed_settings(json.loads(path.read_text(encoding="utf-8")), base)
+    changed = changed_settings(saved["config"], base)
     if changed:
         raise MtbertError(f"--ablate_dir {root} holds an ablation with other shared flags ({'; '.join(changed)}); use "
                           "the same flags to continue it, or another --ablate_dir")  # fmt: skip

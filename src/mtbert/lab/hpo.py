@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mtbert.config import SEARCH_FIELDS, Config, changed_settings
 from mtbert.errors import Interrupted, MtbertError
-from mtbert.lab.runs import append_history, read_history, run_config
+from mtbert.lab.runs import append_history, read_history, run_config, saved_settings
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
 from mtbert.model.tasks import TASKS
 from mtbert.outputs import lock_all, readable_file, writable_dir
@@ -223,11 +223,9 @@ def trial_dirname(trial) -> str:
 def check_same_search(root: Path, base: Config, space: Space, trials: int) -> None:
     """The first run of a search writes what it is to search.json; a rerun (resuming it) must be the same search."""
     described = {"config": dataclasses.asdict(base), "space": {k: list(v) for k, v in space.items()}, "trials": trials}
-    path = root / "search.json"
-    if not path.exists():
-        path.write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
+    saved = saved_settings(root / "search.json", described)
+    if saved is None:
         return
-    saved = json.loads(path.read_text(encoding="utf-8"))
     changed = changed_settings(saved["config"], base)
     changed += ["the search space"] if saved["space"] != described["space"] else []
     changed += [f"--hpo_trials {saved['trials']} -> {trials}"] if saved["trials"] != trials else []

@@ -132,6 +132,7 @@ def markdown(groups: dict[str, list[Run]], baseline: str | None = None) -> str:
     group's runs) and the time; with `baseline`, each row's difference from it, marked * where it is larger than
     the two rows' standard deviations together."""
     keys = distinguishing(groups)
+    flags = {name: flags_of(runs, groups, keys) for name, runs in groups.items()}
     present = [m for m in METRICS if any(m in r.best for runs in groups.values() for r in runs)]
     out = []
     for metric in present:
@@ -142,7 +143,7 @@ def markdown(groups: dict[str, list[Run]], baseline: str | None = None) -> str:
         lines = [f"### {TITLES[metric]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, runs in groups.items():
             m, s = spread([r.best[metric] for r in runs if metric in r.best])
-            cells = [name, f"`{flags_of(runs, groups, keys)}`", f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}",
+            cells = [name, f"`{flags[name]}`", f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}",
                      str(len(runs)), f"{np.mean([r.seconds for r in runs]) / 60:.1f}"]  # fmt: skip
             if base:
                 delta = m - base[0]

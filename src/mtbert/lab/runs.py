@@ -19,6 +19,16 @@ def run_config(base: Config, changes: dict, folder: Path) -> Config:
                                resume=str(folder / "state"), tensorboard_subfolder=None)  # fmt: skip
 
 
+def saved_settings(path: Path, described: dict) -> dict | None:
+    """What an earlier run of a lab command saved at `path`, for a rerun to compare with; on the first run None,
+    and `described` is saved there."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(described, indent=2) + "\n", encoding="utf-8")
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_history(folder: Path) -> list[dict]:
     """The dev metrics of each epoch a run in `folder` has finished (history.jsonl, an epoch a line)."""
     path = folder / "history.jsonl"

@@ -95,6 +95,8 @@ def _pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(pearsonr(predictions, labels)[0])
 
 
+SENTIMENT_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")  # SST-5's labels 0..4
+
 TASKS: dict[str, TaskSpec] = {
     "sst": TaskSpec(
         name="sst",

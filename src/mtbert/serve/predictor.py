@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 
 from mtbert.data.files import Examples
-from mtbert.data.synthetic import LABEL_WORDS
 from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task, task_data
 from mtbert.errors import MtbertError
 from mtbert.model.multitask import MultitaskModel
-from mtbert.model.tasks import TASKS
+from mtbert.model.tasks import SENTIMENT_NAMES, TASKS
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.train.evaluate import evaluate, outputs
 
@@ -115,7 +114,7 @@ def results(task: str, raw: torch.Tensor) -> list:
     predictions = TASKS[task].predict(raw).tolist()
     if task == "sst":
         probabilities = torch.softmax(raw, -1).tolist()
-        return [Sentiment(y, LABEL_WORDS[y], p) for y, p in zip(predictions, probabilities, strict=True)]
+        return [Sentiment(y, SENTIMENT_NAMES[y], p) for y, p in zip(predictions, probabilities, strict=True)]
     if task == "para":
         return [Paraphrase(p, y) for p, y in zip(torch.sigmoid(raw).tolist(), predictions, strict=True)]
     return predictions

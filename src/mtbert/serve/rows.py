@@ -32,12 +32,10 @@ def read_rows(text: str, task: str, source: str) -> tuple[list[str], list[list[s
     columns: list[list[str]] = [[] for _ in names]
     as_json = lines[0][1].lstrip().startswith("{")
     for n, line in lines:
-        parts = _json_row(line, names, f"{source}:{n}") if as_json else [p.strip() for p in line.split("\t")]
-        if isinstance(parts, dict):
-            ids.append(parts.pop("id"))
-            parts = parts["texts"]
-        else:
-            ids.append(str(n))
+        row_id, parts = (
+            _json_row(line, names, f"{source}:{n}") if as_json else (str(n), [p.strip() for p in line.split("\t")])
+        )
+        ids.append(row_id)
         if len(parts) != len(names):
             raise MtbertError(f"{source}:{n}: expected {len(names)} tab-separated sentence(s), got {len(parts)}")
         for c, part in enumerate(parts):
@@ -45,7 +43,8 @@ def read_rows(text: str, task: str, source: str) -> tuple[list[str], list[list[s
     return ids, columns
 
 
-def _json_row(line: str, names: tuple[str, ...], where: str) -> dict:
+def _json_row(line: str, names: tuple[str, ...], where: str) -> tuple[str, list[str]]:
+    """A JSON line's id (default: its line number) and texts."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
@@ -59,7 +58,7 @@ def _json_row(line: str, names: tuple[str, ...], where: str) -> dict:
         if not isinstance(row.get(name), str):
             raise MtbertError(f'{where}: needs a string "{name}"' + (' (or "text")' if name == "sentence" else ""))
         texts.append(row[name])
-    return {"id": str(row.get("id", where.rsplit(":", 1)[1])), "texts": texts}
+    return str(row.get("id", where.rsplit(":", 1)[1])), texts
 
 
 def format_rows(task: str, ids: list[str], columns: list[list[str]], results: list, fmt: str) -> Iterator[str]:
