@@ -28,7 +28,7 @@ from mtbert.accel.passes import ShapedPasses
 from mtbert.config import add_config_argument
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import sentences_per_step
-from mtbert.train.loop import set_dropout
+from mtbert.train.setup import set_dropout
 
 
 def main() -> None:
@@ -68,9 +68,16 @@ def main() -> None:
     params = list(zip(initial, eager.parameters(), recorded.parameters(), strict=True))
     weight_diff = max((a - b).abs().max().item() for _, a, b in params)
     moved = max((a - start).abs().max().item() for start, a, _ in params)  # how far training moved a weight
-    result = {"device": args.device, "steps": len(steps), "step_shapes": len(graphs.shapes),
-              "recorded": graphs.record, "max_loss_rel_diff": loss_diff, "max_weight_diff": weight_diff,
-              "max_weight_moved": moved, "same": loss_diff < 1e-3 and weight_diff < 0.05 * moved}  # fmt: skip
+    result = {
+        "device": args.device,
+        "steps": len(steps),
+        "step_shapes": len(graphs.shapes),
+        "recorded": graphs.record,
+        "max_loss_rel_diff": loss_diff,
+        "max_weight_diff": weight_diff,
+        "max_weight_moved": moved,
+        "same": loss_diff < 1e-3 and weight_diff < 0.05 * moved,
+    }
     print(json.dumps(result))
     if not result["same"]:
         raise SystemExit(1)

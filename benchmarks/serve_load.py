@@ -26,8 +26,8 @@ import numpy as np
 
 from mtbert.config import Config
 from mtbert.data.files import read_examples
-from mtbert.train.checkpoint import save_model
-from mtbert.train.loop import build_model
+from mtbert.inference.saved import save_model
+from mtbert.train.setup import setup_model
 
 MODES = {"batched": ["--max_batch", "64", "--batch_window_ms", "5"], "one at a time": ["--max_batch", "1"]}
 
@@ -40,7 +40,7 @@ def free_port() -> int:
 
 def packaged_model(folder: Path) -> Path:
     """The packaged MiniLM with the three heads as initialised, saved as a model folder."""
-    model, tokenizer = build_model(Config())
+    model, tokenizer = setup_model(Config())
     save_model(folder, model, tokenizer, {})
     return folder
 
@@ -96,9 +96,14 @@ def load(port: int, sentences: list[str], clients: int, requests: int, timeout: 
         t.join()
     wall = time.perf_counter() - started
     done = len(latencies)
-    return {"requests": done, "errors": errors[0] + requests - done, "seconds": round(wall, 2),
-            "requests_per_s": round(done / wall, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 1),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 1)}  # fmt: skip
+    return {
+        "requests": done,
+        "errors": errors[0] + requests - done,
+        "seconds": round(wall, 2),
+        "requests_per_s": round(done / wall, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 1),
+    }
 
 
 def main() -> None:
@@ -119,8 +124,19 @@ def main() -> None:
         folder = Path(args.checkpoint) if args.checkpoint else packaged_model(Path(tmp) / "model")
         for mode, flags in MODES.items():
             port = free_port()
-            command = [sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(folder), "--port", str(port),
-                       "--precision", args.precision, *flags]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "mtbert",
+                "serve",
+                "--checkpoint",
+                str(folder),
+                "--port",
+                str(port),
+                "--precision",
+                args.precision,
+                *flags,
+            ]
             child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
             try:
                 wait_until_up(port, child)
@@ -130,12 +146,21 @@ def main() -> None:
                 child.terminate()
                 child.wait(timeout=30)
             r = results[mode]
-            print(f"{mode:>13}: {r['requests_per_s']:7.1f} requests/s, p50 {r['p50_ms']:6.1f} ms, p99 "
-                  f"{r['p99_ms']:6.1f} ms, {r['errors']} errors ({r['requests']} requests, {args.clients} clients)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{mode:>13}: {r['requests_per_s']:7.1f} requests/s, p50 {r['p50_ms']:6.1f} ms, p99 "
+                f"{r['p99_ms']:6.1f} ms, {r['errors']} errors ({r['requests']} requests, {args.clients} clients)",
+                file=sys.stderr,
+            )
     speedup = results["batched"]["requests_per_s"] / results["one at a time"]["requests_per_s"]
-    print(json.dumps({"clients": args.clients, **{m.replace(" ", "_"): r for m, r in results.items()},
-                      "speedup": round(speedup, 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                **{m.replace(" ", "_"): r for m, r in results.items()},
+                "speedup": round(speedup, 2),
+            }
+        )
+    )
     if any(r["errors"] for r in results.values()):
         raise SystemExit(1)
 

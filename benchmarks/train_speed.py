@@ -33,12 +33,12 @@ from mtbert.accel.passes import ShapedPasses
 from mtbert.config import Config, add_config_argument
 from mtbert.data.sampler import MultitaskSampler
 from mtbert.data.task_data import TaskData, read_task
+from mtbert.data.task_files import split_file
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.hf import default_checkpoint, load_encoder
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
 from mtbert.model.tasks import TASKS, sentences_per_step
 from mtbert.model.tokenizer import Tokenizer
-from mtbert.train.loop import task_file
 from mtbert.train.optim import build_optimizer
 from mtbert.train.profiler import StepProfiler, sort_key
 from mtbert.train.step import train_step
@@ -54,7 +54,7 @@ def training_steps(args: argparse.Namespace) -> tuple[Config, dict[str, TaskData
     tokenizer = Tokenizer.from_pretrained(args.checkpoint)
     tokenizer.set_max_length(128)
     cfg = Config(data_dir=args.data_dir)
-    data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, args.batch_size * args.steps, args.batch_size, 0)
     return cfg, data, list(sampler.epoch(0))
 
@@ -199,8 +199,11 @@ def profile(step, steps: list[dict], args: argparse.Namespace) -> dict:
     busy = sum(getattr(e, key) for e in device_events) / 1e6  # microseconds -> seconds
     kernels = sum(e.count for e in device_events)
     n = len(steps) - args.warmup
-    return {"ms_per_step": round(1000 * seconds / n, 2), "busy_fraction": round(busy / seconds, 3),
-            "device_kernels_per_step": kernels // n if cuda else None}  # fmt: skip
+    return {
+        "ms_per_step": round(1000 * seconds / n, 2),
+        "busy_fraction": round(busy / seconds, 3),
+        "device_kernels_per_step": kernels // n if cuda else None,
+    }
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -164,9 +163,19 @@ def run_paths(folder: Path) -> dict[str, str]:
 def toy_config(folder: Path, data: Path, checkpoint: Path, **changes) -> Config:
     """A run on the toy data that fits in a second, its outputs in `folder`."""
     # fp32: the same numbers on every CPU (auto is bf16 where the CPU has bf16 instructions)
-    settings = dict(epochs=12, samples_per_epoch=8, batch_size=8, lr=3e-3, scheduler="none", hidden_dropout_prob=0.0,
-                    clip=1.0, precision="fp32")  # fmt: skip
-    return Config(model=str(checkpoint), data_dir=str(data), **{**settings, **changes}, **run_paths(folder))
+    settings = dict(
+        epochs=12,
+        samples_per_epoch=8,
+        batch_size=8,
+        lr=3e-3,
+        scheduler="none",
+        hidden_dropout_prob=0.0,
+        clip=1.0,
+        precision="fp32",
+    )
+    return Config.from_settings(
+        dict(model=str(checkpoint), data_dir=str(data), **{**settings, **changes}, **run_paths(folder))
+    )
 
 
 @pytest.fixture()
@@ -178,7 +187,7 @@ CHILD = Path(__file__).with_name("train_child.py")
 
 
 def run_child(cfg: Config, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    argv = [sys.executable, str(CHILD), json.dumps(asdict(cfg))] + ([str(kill_at)] if kill_at else [])
+    argv = [sys.executable, str(CHILD), json.dumps(cfg.settings())] + ([str(kill_at)] if kill_at else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
 
@@ -224,11 +233,21 @@ def tiny_encoder() -> BertEncoder:
 @pytest.fixture()
 def resume_cfg(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path) -> Config:
     # 4 steps per epoch; dropout on, so that resuming must restore the random generators too
-    return Config(
-        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=2,
-        lr=3e-3, scheduler="plateau", hidden_dropout_prob=0.1, save_every=3,
-        resume=str(tmp_path / "state"), **run_paths(tmp_path),
-    )  # fmt: skip
+    return Config.from_settings(
+        dict(
+            model=str(tiny_checkpoint),
+            data_dir=str(toy_data),
+            epochs=3,
+            samples_per_epoch=8,
+            batch_size=2,
+            lr=3e-3,
+            scheduler="plateau",
+            hidden_dropout_prob=0.1,
+            save_every=3,
+            resume=str(tmp_path / "state"),
+            **run_paths(tmp_path),
+        )
+    )
 
 
 @pytest.fixture()

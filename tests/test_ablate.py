@@ -17,8 +17,10 @@ from .conftest import SST_ROWS
 def synthetic_file(data: Path) -> Path:
     """The toy SST rows, then generated ones marked as `mtbert synth` marks them."""
     rows = [(i, f"s{i}", s, y) for i, (s, y) in enumerate(SST_ROWS)]
-    rows += [("synthetic", f"synthetic-{i}", f"a made up {w} film", y) for i, (w, y) in enumerate(
-        [("great", 4), ("dull", 1), ("fine", 2)])]  # fmt: skip
+    rows += [
+        ("synthetic", f"synthetic-{i}", f"a made up {w} film", y)
+        for i, (w, y) in enumerate([("great", 4), ("dull", 1), ("fine", 2)])
+    ]
     path = data / "ids-sst-train-syn.csv"
     with open(path, "w", encoding="utf-8") as f:
         f.write("\tid\tsentence\tsentiment\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
@@ -67,9 +69,30 @@ def test_ablate_flags_are_checked_before_any_run(cfg: Config, tmp_path: Path, ca
 @pytest.mark.slow
 def test_every_row_through_the_command_line(cfg: Config, tmp_path: Path, capsys) -> None:
     synthetic_file(Path(cfg.data_dir))
-    flags = ["--model", cfg.model, "--data_dir", cfg.data_dir, "--epochs", "2", "--samples_per_epoch", "8",
-             "--batch_size", "8", "--lr", "3e-3", "--precision", "fp32", "--scheduler", "none",
-             "--tag_cache", str(tmp_path / "tags"), "--seeds", "2", "--ablate_dir", str(tmp_path / "ab")]  # fmt: skip
+    flags = [
+        "--model",
+        cfg.model,
+        "--data_dir",
+        cfg.data_dir,
+        "--epochs",
+        "2",
+        "--samples_per_epoch",
+        "8",
+        "--batch_size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--precision",
+        "fp32",
+        "--scheduler",
+        "none",
+        "--tag_cache",
+        str(tmp_path / "tags"),
+        "--seeds",
+        "2",
+        "--ablate_dir",
+        str(tmp_path / "ab"),
+    ]
     main(["ablate", *flags])
     out = capsys.readouterr().out
     for row in ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe"):

@@ -53,8 +53,16 @@ def test_benchmark_runs(script: str, first_rows: Path, tmp_path: Path) -> None:
 def test_recorded_cuda_graph_steps_equal_eager_steps(first_rows: Path, tmp_path: Path) -> None:
     """On CUDA, --graph_steps records whole steps as CUDA graphs: 20 replayed steps give the eager steps' losses
     and weights (graph_steps_check.py exits 1 otherwise)."""
-    argv = [sys.executable, str(REPO / "benchmarks" / "graph_steps_check.py"), "--device", "cuda",
-            "--data_dir", str(first_rows), "--batch_size", "8"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(REPO / "benchmarks" / "graph_steps_check.py"),
+        "--device",
+        "cuda",
+        "--data_dir",
+        str(first_rows),
+        "--batch_size",
+        "8",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -79,7 +79,7 @@ def test_format_table() -> None:
 
 def test_train_reads_a_config_file_before_its_flags(tmp_path, monkeypatch, capsys) -> None:
     ran: list[Config] = []
-    monkeypatch.setattr("mtbert.cli.run_train", ran.append)
+    monkeypatch.setattr("mtbert.fitting.fit", lambda cfg, report=None: ran.append(cfg))
     f = tmp_path / "run.yaml"
     f.write_text("optimizer: sophiah\nbatch_size: 8\nepochs: 2\n")
     main(["train", "--config", str(f), "--epochs", "5"])

@@ -9,13 +9,12 @@ import pytest
 import torch
 import torch._dynamo
 
-from mtbert.accel.modes import speed_for
 from mtbert.config import Config
-from mtbert.train.loop import train
+from mtbert.fitting import fit
 
 
-def fit(cfg: Config, history: list | None = None) -> dict[str, float]:
-    return train(cfg, report=None if history is None else history.append, speed=speed_for(cfg))
+def run(cfg: Config, history: list | None = None) -> dict[str, float]:
+    return fit(cfg, report=None if history is None else history.append)
 
 
 @pytest.mark.slow
@@ -31,17 +30,17 @@ def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: 
     (folder / "config.json").write_text(json.dumps({**hf_config, "attention_probs_dropout_prob": 0.0}))
     short = replace(cfg, model=str(folder), epochs=2, unpad=unpad)
     eager, compiled = [], []
-    fit(short, eager)
+    run(short, eager)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    fit(replace(short, torch_compile="on"), compiled)
+    run(replace(short, torch_compile="on"), compiled)
     for a, b in zip(eager, compiled, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
         assert b["mean"] == pytest.approx(a["mean"], abs=1e-4)
     # the encoder (its layers inside one graph) and the pooling, each for training and for inference
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
     graphs = []  # on a CPU, the compiled kernels without CUDA graphs
-    fit(replace(short, torch_compile="cudagraphs", epochs=1), graphs)
+    run(replace(short, torch_compile="cudagraphs", epochs=1), graphs)
     assert graphs[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-5)
-    best = fit(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
+    best = run(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
     assert best["mean"] > 0

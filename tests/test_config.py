@@ -4,16 +4,46 @@ import json
 import pytest
 
 from mtbert.cli import train_parser
-from mtbert.config import Config, config_file_flags, config_from_args
+from mtbert.config import TASK_FLAGS, Config, Search, TaskSettings, config_from_args, flags_of, read_config_file
 from mtbert.errors import MtbertError
 
 
-def test_every_field_has_exactly_one_flag() -> None:
+def test_every_setting_has_exactly_one_flag() -> None:
     flags = [a.option_strings for a in train_parser()._actions if a.dest != "help"]
-    for f in dataclasses.fields(Config):
-        owners = [opts for opts in flags if f"--{f.name}" in opts]
-        assert len(owners) == 1, f.name
-    assert all(f.metadata["help"] for f in dataclasses.fields(Config))
+    names = [*flags_of(Config), *flags_of(Search)]
+    assert "per_task" not in names and set(TASK_FLAGS) <= set(names)  # the task table: a flag per task and field
+    assert len(names) == len(dataclasses.fields(Config)) - 1 + len(TASK_FLAGS) + len(dataclasses.fields(Search))
+    for name in names:
+        owners = [opts for opts in flags if f"--{name}" in opts]
+        assert len(owners) == 1, name
+    assert all(flag.help for flag in [*flags_of(Config).values(), *flags_of(Search).values()])
+
+
+def test_tasks_are_one_table_under_the_original_flag_names() -> None:
+    cfg = Config.from_settings({"sst_train": "a.csv", "sts_loss_weight": 3.0, "para_dev_out": "p.csv", "lr": 1e-4})
+    assert cfg.per_task["sst"] == TaskSettings(
+        train="a.csv", dev_out="predictions/sst-dev-output.csv", test_out="predictions/sst-test-output.csv"
+    )
+    assert (cfg.per_task["sts"].loss_weight, cfg.per_task["para"].dev_out, cfg.lr) == (3.0, "p.csv", 1e-4)
+    assert cfg.loss_weights == {"sst": 1.0, "para": 1.0, "sts": 3.0}
+    assert Config.from_settings(cfg.settings()) == cfg  # saved settings read back
+    assert cfg.settings()["sts_loss_weight"] == 3.0 and "per_task" not in cfg.settings()
+    assert cfg.updated(sst_train=None).per_task["sst"].train is None
+    assert Config().per_task["para"].test_out == "predictions/para-test-output.csv"
+
+
+def test_bounds_are_declared_with_the_fields() -> None:
+    """The range checks come from each field's bounds: __post_init__ keeps the rules that link fields."""
+    bounded = {f.name: f.metadata["bounds"] for f in dataclasses.fields(Config) if f.metadata.get("bounds")}
+    assert bounded["batch_size"] == "[1, inf)" and bounded["hidden_dropout_prob"] == "[0, 1)"
+    with pytest.raises(ValueError, match=r"--moe_experts must be at least 2, got 1"):
+        Config(moe_experts=1)
+    with pytest.raises(ValueError, match=r"--synthetic_ratio must be in \[0, 1\], got 1.5"):
+        Config(synthetic_ratio=1.5)
+    with pytest.raises(ValueError, match=r"--hpo_cpus_per_trial must be above 0, got 0"):
+        Search(hpo=True, hpo_cpus_per_trial=0)
+    with pytest.raises(ValueError, match=r"--hpo_trials: settings of a search; add --hpo"):
+        Search(hpo_trials=4)
 
 
 def test_defaults_are_the_original_baseline() -> None:
@@ -55,7 +85,7 @@ def test_task_selection() -> None:
 )
 def test_invalid_values_name_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):
-        Config(**kwargs)
+        Config.from_settings(kwargs)
 
 
 def test_config_is_frozen() -> None:
@@ -72,13 +102,15 @@ def test_the_original_projects_extra_flags_are_accepted() -> None:
 def file_config(path, *flags: str) -> Config:
     """The Config that `mtbert train --config PATH FLAGS` trains with."""
     parser = train_parser()
-    return config_from_args(parser, parser.parse_args([*config_file_flags(path), *flags]))
+    return config_from_args(parser, parser.parse_args(["--config", str(path), *flags]))
 
 
 def test_a_yaml_config_file_sets_flags_and_the_command_line_overrides_it(tmp_path) -> None:
     f = tmp_path / "run.yaml"
-    f.write_text("optimizer: sophiah\nlr: 1e-4   # YAML reads this as a string: checked as --lr would be\n"
-                 "epochs: 3\nsts: true\nuse_gpu: false\nmodel: null\nprecision: fp32\n")  # fmt: skip
+    f.write_text(
+        "optimizer: sophiah\nlr: 1e-4   # YAML reads this as a string: checked as --lr would be\n"
+        "epochs: 3\nsts: true\nuse_gpu: false\nmodel: null\nprecision: fp32\n"
+    )
     cfg = file_config(f)
     assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.tasks, cfg.precision) == ("sophiah", 1e-4, 3, ("sts",), "fp32")
     assert file_config(f, "--epochs", "5", "--no-sts", "--sst").epochs == 5
@@ -86,9 +118,11 @@ def test_a_yaml_config_file_sets_flags_and_the_command_line_overrides_it(tmp_pat
 
 
 def test_a_saved_models_config_reproduces_its_run(tmp_path) -> None:
-    ran = Config(optimizer="sophiag", rho=0.03, batch_size=16, para=True, sts_loss_weight=3.0, save_dir="elsewhere")
+    ran = Config.from_settings(
+        {"optimizer": "sophiag", "rho": 0.03, "batch_size": 16, "para": True, "sts_loss_weight": 3.0, "save_dir": "x"}
+    )
     f = tmp_path / "mtbert.json"  # as save_model writes it
-    f.write_text(json.dumps({"encoder": {}, "tasks": ["para"], "config": dataclasses.asdict(ran), "dev_metrics": {}}))
+    f.write_text(json.dumps({"encoder": {}, "tasks": ["para"], "config": ran.settings(), "dev_metrics": {}}))
     assert file_config(f) == ran
 
 
@@ -108,6 +142,23 @@ def test_a_saved_models_config_reproduces_its_run(tmp_path) -> None:
 def test_a_bad_config_file_names_the_file_and_the_setting(tmp_path, name: str, text: str, message: str) -> None:
     (tmp_path / name).write_text(text)
     with pytest.raises(MtbertError, match=message):
-        config_file_flags(tmp_path / name)
+        read_config_file(tmp_path / name)
     with pytest.raises(MtbertError, match="no such file"):
-        config_file_flags(tmp_path / "missing.yaml")
+        read_config_file(tmp_path / "missing.yaml")
+
+
+def test_a_config_file_is_merged_under_the_flags_given(tmp_path, capsys) -> None:
+    """Defaults, then the file, then the flags given: a repeatable flag on the command line replaces the file's, and
+    a file's value that fails a check is named with the file."""
+    f = tmp_path / "run.yaml"
+    f.write_text("sst_train: a.csv,b.csv\nsts_loss_weight: 2\nepochs: 2\n")
+    cfg = file_config(f, "--sst_train", "c.csv")
+    assert (cfg.per_task["sst"].train, cfg.per_task["sts"].loss_weight, cfg.epochs) == ("c.csv", 2.0, 2)
+    assert file_config(f).per_task["sst"].train == "a.csv,b.csv"
+    f.write_text("batch_size: 0\n")
+    with pytest.raises(SystemExit) as e:
+        file_config(f)
+    assert e.value.code == 2 and f"{f}: --batch_size must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        file_config(f, "--batch_size", "-1")  # the command line's value: the error names the flag alone
+    assert f"{f}:" not in capsys.readouterr().err

@@ -133,16 +133,24 @@ def test_make_fetches_the_data_when_there_is_no_local_copy(tmp_path, http_data) 
     original project's repository) and validates them; offline it stops with one line on how to use a local copy."""
     url, requests = http_data
     out = tmp_path / "out"
-    make = ["make", "-s", "-C", str(REPO), "data", "STAMP=", f"PY={sys.executable}", f"SHARED_DATA={tmp_path}/none",
-            f"DATA_DIR={out}"]  # fmt: skip
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(REPO),
+        "data",
+        "STAMP=",
+        f"PY={sys.executable}",
+        f"SHARED_DATA={tmp_path}/none",
+        f"DATA_DIR={out}",
+    ]
     env = {**os.environ, "MTBERT_DATA_URL": url}  # the default source, moved to the local server
     for _ in range(2):  # the second run finds the data fetched
         done = subprocess.run(make, capture_output=True, text=True, timeout=120, env=env)
         assert done.returncode == 0, done.stderr
     assert len(list(out.glob("*.csv"))) == 9 and len(requests) == 9
     env["MTBERT_DATA_URL"] = "http://127.0.0.1:9/data"  # nothing listens there
-    offline = subprocess.run([*make, f"DATA_DIR={tmp_path}/out2"], capture_output=True, text=True, timeout=120,
-                             env=env)  # fmt: skip
+    offline = subprocess.run([*make, f"DATA_DIR={tmp_path}/out2"], capture_output=True, text=True, timeout=120, env=env)
     assert offline.returncode != 0
     errors = [line for line in offline.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "download failed" in errors[0] and "--source DIR" in errors[0], offline.stderr

@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ def torchrun(cfg: Config) -> list[dict]:
     """Runs train(cfg) in 2 gloo processes; returns what each printed."""
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(CHILD)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*argv, json.dumps(asdict(cfg))], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([*argv, json.dumps(cfg.settings())], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -45,15 +44,25 @@ def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_ch
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
     # 3 steps of global batch 4, 4 and 1: the last leaves rank 1 without rows, so its share weighting is tested
-    cfg = Config(
-        model=str(model), data_dir=str(toy_data), epochs=1, samples_per_epoch=9, batch_size=4,
-        lr=3e-3, scheduler="none", hidden_dropout_prob=0.0, precision="fp32",  # bf16 rounds each split its own way
-        resume=str(tmp_path / "one-state"), **run_paths(tmp_path / "one"),
-    )  # fmt: skip
+    cfg = Config.from_settings(
+        dict(
+            model=str(model),
+            data_dir=str(toy_data),
+            epochs=1,
+            samples_per_epoch=9,
+            batch_size=4,
+            lr=3e-3,
+            scheduler="none",
+            hidden_dropout_prob=0.0,
+            precision="fp32",  # bf16 rounds each split its own way
+            resume=str(tmp_path / "one-state"),
+            **run_paths(tmp_path / "one"),
+        )
+    )
     one = run_child(cfg)
     assert one.returncode == 0, one.stderr
 
-    two = replace(cfg, resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
+    two = cfg.updated(resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
     outputs = torchrun(two)
     assert sorted(len(o["history"]) for o in outputs) == [0, 1]  # only rank 0 evaluates and reports
     assert outputs[0]["best"] == outputs[1]["best"]
@@ -70,10 +79,20 @@ def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_ch
 def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path, optimizer: str):
     """The Hessian estimates are averaged over the ranks (a Hutchinson or GNB draw per rank, so not equal to one
     process's); the run completes and its Hessian state is finite and positive somewhere."""
-    cfg = Config(
-        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=1, samples_per_epoch=9, batch_size=4,
-        lr=3e-3, optimizer=optimizer, hess_interval=2, resume=str(tmp_path / "state"), **run_paths(tmp_path),
-    )  # fmt: skip
+    cfg = Config.from_settings(
+        dict(
+            model=str(tiny_checkpoint),
+            data_dir=str(toy_data),
+            epochs=1,
+            samples_per_epoch=9,
+            batch_size=4,
+            lr=3e-3,
+            optimizer=optimizer,
+            hess_interval=2,
+            resume=str(tmp_path / "state"),
+            **run_paths(tmp_path),
+        )
+    )
     outputs = torchrun(cfg)
     assert outputs[0]["best"] == outputs[1]["best"]
     hessians = [s["hessian"] for s in load_training_state(cfg.resume)["optimizer"]["state"].values()]
@@ -84,11 +103,22 @@ def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_check
 def test_tags_train_under_torchrun_and_resume(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path):
     """--additional_input in 2 gloo processes (both tag through the same cache) with --resume: the saved state holds
     the tag embeddings, and a second run of the same command finds the run complete."""
-    cfg = Config(
-        model=str(tiny_checkpoint), data_dir=str(toy_data), epochs=2, samples_per_epoch=8, batch_size=4, lr=3e-3,
-        scheduler="none", precision="fp32", additional_input=True, tag_cache=str(tmp_path / "tags"),
-        resume=str(tmp_path / "state"), **run_paths(tmp_path / "out"),
-    )  # fmt: skip
+    cfg = Config.from_settings(
+        dict(
+            model=str(tiny_checkpoint),
+            data_dir=str(toy_data),
+            epochs=2,
+            samples_per_epoch=8,
+            batch_size=4,
+            lr=3e-3,
+            scheduler="none",
+            precision="fp32",
+            additional_input=True,
+            tag_cache=str(tmp_path / "tags"),
+            resume=str(tmp_path / "state"),
+            **run_paths(tmp_path / "out"),
+        )
+    )
     outputs = torchrun(cfg)
     assert outputs[0]["best"] == outputs[1]["best"] and outputs[0]["best"]["epoch"] in (1, 2)
     state = load_training_state(cfg.resume)
@@ -107,14 +137,28 @@ def test_unfreezing_and_a_hard_gated_mixture_train_under_torchrun(
     shutil.copytree(tiny_checkpoint, model)
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.0}))
-    cfg = Config(
-        model=str(model), data_dir=str(toy_data), epochs=3, samples_per_epoch=8, batch_size=4, lr=3e-3,
-        scheduler="none", hidden_dropout_prob=0.0, precision="fp32", unfreeze_interval=1, moe=True, moe_experts=2,
-        moe_gate="hard", resume=str(tmp_path / "one-state"), **run_paths(tmp_path / "one"),
-    )  # fmt: skip
+    cfg = Config.from_settings(
+        dict(
+            model=str(model),
+            data_dir=str(toy_data),
+            epochs=3,
+            samples_per_epoch=8,
+            batch_size=4,
+            lr=3e-3,
+            scheduler="none",
+            hidden_dropout_prob=0.0,
+            precision="fp32",
+            unfreeze_interval=1,
+            moe=True,
+            moe_experts=2,
+            moe_gate="hard",
+            resume=str(tmp_path / "one-state"),
+            **run_paths(tmp_path / "one"),
+        )
+    )
     one = run_child(cfg)
     assert one.returncode == 0, one.stderr
-    two = replace(cfg, resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
+    two = cfg.updated(resume=str(tmp_path / "two-state"), **run_paths(tmp_path / "two"))
     outputs = torchrun(two)
     assert outputs[0]["best"] == outputs[1]["best"]
     history = max((o["history"] for o in outputs), key=len)  # rank 0's

@@ -10,14 +10,15 @@ from safetensors.torch import load_file
 from transformers import BertModel, BertTokenizerFast
 
 from mtbert.cli import main
-from mtbert.train.checkpoint import load_model
-from mtbert.train.loop import run_name, train
+from mtbert.fitting import fit
+from mtbert.inference.saved import load_model
+from mtbert.train.setup import run_name
 
 SENTENCES = ["the film is great", "a man plays the guitar in the park", "dull"]
 
 
 def test_the_exported_folder_loads_in_transformers_with_equal_hidden_states(cfg, tmp_path: Path, capsys) -> None:
-    train(cfg)
+    fit(cfg)
     saved = Path(cfg.save_dir) / run_name(cfg)
     out = tmp_path / "hf"
     main(["export", "--checkpoint", str(saved), "--out", str(out)])
@@ -54,7 +55,7 @@ def test_export_refuses_a_non_empty_folder_and_a_mixture(cfg, tmp_path: Path, ca
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     moe = dataclasses.replace(cfg, moe=True, moe_experts=2, epochs=1)
-    train(moe)
+    fit(moe)
     for checkpoint, out, message in [
         (Path(moe.save_dir) / run_name(moe), tmp_path / "full", "exists and is not an empty folder"),
         (Path(moe.save_dir) / run_name(moe), tmp_path / "new", "a mixture of 2 expert encoders"),

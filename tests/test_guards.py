@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,23 +20,26 @@ import mtbert.train.step
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
+from mtbert.inference.saved import load_model, save_model
 from mtbert.outputs import Lock
-from mtbert.train.checkpoint import load_model, load_training_state, save_model
-from mtbert.train.loop import build_model, train
+from mtbert.train.checkpoint import load_training_state
+from mtbert.train.setup import setup_model
 
 from .conftest import REPO, write_csv
 
 
 def files_under(folder: Path) -> dict[str, float]:
     """Every file below `folder` with its modification time (but the runs' lock files)."""
-    return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")
-            if p.is_file() and p.suffix != ".lock"}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock"
+    }
 
 
 def train_args(cfg: Config) -> list[str]:
     """`mtbert train` flags for `cfg`'s settings."""
     flags = ["train"]
-    for key, value in asdict(cfg).items():
+    for key, value in cfg.settings().items():
         if value is None or value == getattr(Config, key, None):
             continue
         flags += [f"--{key}"] if value is True else [f"--{key}", str(value)]
@@ -114,7 +117,7 @@ def test_a_field_of_any_length_is_read(cfg: Config) -> None:
     lines = path.read_text().splitlines()
     lines[1] = "\t".join(["0", "t0", long_sentence, "a man plays guitar", "4.8"])
     path.write_text("\n".join(lines) + "\n")
-    best = train(replace(cfg, epochs=1, sts=True))
+    best = fit(replace(cfg, epochs=1, sts=True))
     assert best["epoch"] == 1 and math.isfinite(best["sts/pearson"])
 
 
@@ -122,7 +125,7 @@ def test_a_field_of_any_length_is_read(cfg: Config) -> None:
 def test_input_and_output_paths_of_predict_and_encode(
     command: str, cfg: Config, tiny_checkpoint: Path, tmp_path: Path, capsys
 ) -> None:
-    train(replace(cfg, epochs=1))
+    fit(replace(cfg, epochs=1))
     model = str(Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask")
     (tmp_path / "a-file").write_text("x\n")
     lead = ["predict", "--checkpoint", model, "--task", "sst"] if command == "predict" else ["encode"]
@@ -142,7 +145,7 @@ def test_input_and_output_paths_of_predict_and_encode(
 
 
 def test_a_full_disk_is_one_line(cfg: Config, tmp_path: Path, capsys, monkeypatch) -> None:
-    train(replace(cfg, epochs=1))
+    fit(replace(cfg, epochs=1))
     model = str(Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask")
     (tmp_path / "in.txt").write_text("a good movie\n")
     capsys.readouterr()
@@ -150,10 +153,21 @@ def test_a_full_disk_is_one_line(cfg: Config, tmp_path: Path, capsys, monkeypatc
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.csv"))
 
-    monkeypatch.setattr("mtbert.data.files.tempfile.mkstemp", full)
+    monkeypatch.setattr("mtbert.outputs.tempfile.mkstemp", full)
     with pytest.raises(SystemExit) as e:
-        main(["predict", "--checkpoint", model, "--task", "sst", "--input", str(tmp_path / "in.txt"), "--output",
-              str(tmp_path / "out.csv")])  # fmt: skip
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                model,
+                "--task",
+                "sst",
+                "--input",
+                str(tmp_path / "in.txt"),
+                "--output",
+                str(tmp_path / "out.csv"),
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.strip() == f"error: {tmp_path / 'out.csv'}: No space left on device"
 
@@ -164,16 +178,23 @@ def test_a_closed_stdout_ends_quietly(tiny_checkpoint: Path, tmp_path: Path) -> 
     sentences.write_text("a good movie\n" * 2000)  # far more output than a pipe holds
     done = subprocess.run(
         f"{sys.executable} -m mtbert encode --model {tiny_checkpoint} --input {sentences} | head -1",
-        shell=True, capture_output=True, text=True, timeout=120, executable="/bin/bash",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        executable="/bin/bash",
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )  # fmt: skip
+    )
     assert done.stdout.count("\n") == 1 and len(json.loads(done.stdout)) == 32
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
 def test_each_subcommand_reports_flag_errors_with_its_own_usage(capsys) -> None:
-    for argv, usage in ((["train", "--bogus"], "usage: mtbert train"), (["encode", "--bogus"], "usage: mtbert encode"),
-                        (["train", "--rho", "0.1"], "usage: mtbert train")):  # fmt: skip
+    for argv, usage in (
+        (["train", "--bogus"], "usage: mtbert train"),
+        (["encode", "--bogus"], "usage: mtbert encode"),
+        (["train", "--rho", "0.1"], "usage: mtbert train"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err
@@ -181,25 +202,27 @@ def test_each_subcommand_reports_flag_errors_with_its_own_usage(capsys) -> None:
 
 
 def test_evaluate_on_test_files_needs_labelled_ones(cfg: Config, capsys) -> None:
-    train(replace(cfg, epochs=1))
+    fit(replace(cfg, epochs=1))
     model = str(Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask")
     args = ["evaluate", "--checkpoint", model, "--data_dir", cfg.data_dir, "--split", "test", "--precision", "fp32"]
     with pytest.raises(SystemExit) as e:  # the course's test files have no labels
         main(args)
     assert e.value.code == 2 and "give labelled ones with --sst_test" in capsys.readouterr().err
-    labelled = {f"--{t}_test": str(Path(cfg.data_dir) / f) for t, f in
-                (("sst", "ids-sst-dev.csv"), ("para", "quora-dev.csv"), ("sts", "sts-dev.csv"))}  # fmt: skip
+    labelled = {
+        f"--{t}_test": str(Path(cfg.data_dir) / f)
+        for t, f in (("sst", "ids-sst-dev.csv"), ("para", "quora-dev.csv"), ("sts", "sts-dev.csv"))
+    }
     main(args + [word for pair in labelled.items() for word in pair])
     assert set(json.loads(capsys.readouterr().out)) == {"sst/accuracy", "para/accuracy", "sts/pearson", "mean"}
 
 
 def test_a_finished_resume_run_says_so_and_writes_nothing(cfg: Config, tmp_path: Path, caplog) -> None:
     run = replace(cfg, epochs=2, resume=str(tmp_path / "state"))
-    first = train(run)
+    first = fit(run)
     before = files_under(tmp_path)
     caplog.clear()
     with caplog.at_level("INFO"):
-        again = train(run)
+        again = fit(run)
     assert again == first
     assert "this run is complete (2 epochs); nothing to do" in caplog.text and "best epoch" not in caplog.text
     assert files_under(tmp_path) == before
@@ -226,7 +249,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_best_model(
     poison(monkeypatch, at_step=3)
     diverged = r"training diverged by step 3 \(loss epoch nan, sst nan, para nan, sts nan\).*best model so far"
     with pytest.raises(MtbertError, match=diverged):
-        train(run)
+        fit(run)
     model, _, meta = load_model(Path(cfg.save_dir) / "finetune-4-0.003-adamw-none-multitask")
     assert meta["dev_metrics"]["epoch"] <= 2 and all(torch.isfinite(p).all() for p in model.parameters())
     state = load_training_state(run.resume)
@@ -242,7 +265,7 @@ def test_a_nan_learning_rate_of_a_config_file_stops_before_training(cfg: Config,
 
 
 def test_saves_clear_stale_temp_files_recover_the_previous_model_and_keep_the_umask(cfg: Config, tmp_path) -> None:
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = setup_model(cfg)
     folder = tmp_path / "models" / "best"
     (folder.parent).mkdir()
     stale = folder.parent / ".best.tmp-abc123"
@@ -262,9 +285,9 @@ def test_saves_clear_stale_temp_files_recover_the_previous_model_and_keep_the_um
 SAVE_LOOP = """
 import sys
 from mtbert.config import Config
-from mtbert.train.checkpoint import save_model
-from mtbert.train.loop import build_model
-model, tokenizer = build_model(Config(model=sys.argv[1]))
+from mtbert.inference.saved import save_model
+from mtbert.train.setup import setup_model
+model, tokenizer = setup_model(Config(model=sys.argv[1]))
 print("ready", flush=True)
 n = 0
 while True:
@@ -278,13 +301,17 @@ def test_a_kill_during_saves_always_leaves_a_loadable_model(tiny_checkpoint: Pat
     """SIGKILL at random points of a loop of saves: the model folder (or the previous one) always loads, and the
     next save leaves no temporary file."""
     folder = tmp_path / "models" / "best"
-    model, tokenizer = build_model(Config(model=str(tiny_checkpoint)))
+    model, tokenizer = setup_model(Config(model=str(tiny_checkpoint)))
     save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0}})
     rng = random.Random(0)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     for _ in range(12):
-        child = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tiny_checkpoint), str(folder)],
-                                 stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        child = subprocess.Popen(
+            [sys.executable, "-c", SAVE_LOOP, str(tiny_checkpoint), str(folder)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 0.5))
         child.send_signal(signal.SIGKILL)
@@ -307,8 +334,9 @@ time.sleep(60)
 def test_a_lock_names_the_run_that_holds_it_and_a_dead_runs_lock_is_taken_over(tmp_path: Path) -> None:
     target = tmp_path / "models" / "best"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(target)], stdout=subprocess.PIPE, text=True,
-                              env=env)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(target)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(MtbertError, match=rf"--save_dir {target}: in use by another run \(pid {holder.pid}, "):
@@ -341,8 +369,11 @@ def test_two_runs_on_the_same_folders_one_trains_the_other_stops_at_once(cfg: Co
 
 def test_quotes_written_csv_style_still_read(tmp_path: Path) -> None:
     """Quotes written CSV-style still read as before (the course files use them)."""
-    path = write_csv(tmp_path / "sts.csv", ["id", "sentence1", "sentence2", "similarity"],
-                     [("t0", '"""a quoted"" sentence"', "b", 1.0), ("t1", "c", "d", 2.0)])  # fmt: skip
+    path = write_csv(
+        tmp_path / "sts.csv",
+        ["id", "sentence1", "sentence2", "similarity"],
+        [("t0", '"""a quoted"" sentence"', "b", 1.0), ("t1", "c", "d", 2.0)],
+    )
     from mtbert.data.files import read_examples
     from mtbert.model.tasks import TASKS
 

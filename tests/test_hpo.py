@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import glob
 import json
 import os
@@ -19,14 +18,22 @@ from pathlib import Path
 import pytest
 
 from mtbert.cli import main
-from mtbert.config import Config
+from mtbert.config import Config, Search
 from mtbert.errors import MtbertError
 from mtbert.lab.hpo import check_same_search, trial_base
 from mtbert.lab.runs import run_config
 from mtbert.lab.space import check_space, default_space, read_space, to_tune
 
-RAY_NOISE = ("View detailed results", "Configuration for experiment", "usage stats", "Usage stats", "dashboard",
-             "To visualize", "Started a local Ray", "Trial status")  # fmt: skip
+RAY_NOISE = (
+    "View detailed results",
+    "Configuration for experiment",
+    "usage stats",
+    "Usage stats",
+    "dashboard",
+    "To visualize",
+    "Started a local Ray",
+    "Trial status",
+)
 
 
 def test_default_space_fits_each_optimizer_and_the_active_tasks() -> None:
@@ -76,14 +83,15 @@ def test_space_file_errors_name_the_file_and_the_setting(tmp_path: Path, text: s
         read_space(path, Config())
 
 
-def test_search_settings_need_hpo_and_a_search_resumes_itself() -> None:
+def test_search_settings_need_hpo_and_a_search_resumes_itself(capsys) -> None:
     with pytest.raises(ValueError, match="--hpo_trials, --hpo_dir: settings of a search; add --hpo"):
-        Config(hpo_trials=4, hpo_dir="x")
-    with pytest.raises(ValueError, match="--hpo with --resume"):
-        Config(hpo=True, resume="state")
+        Search(hpo_trials=4, hpo_dir="x")
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--hpo", "--resume", "state"])
+    assert e.value.code == 2 and "--hpo with --resume" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--hpo_cpus_per_trial must be above 0"):
-        Config(hpo=True, hpo_cpus_per_trial=0)
-    assert Config(hpo=True, use_gpu=True).gpus_per_trial == 1 and Config(hpo=True).gpus_per_trial == 0
+        Search(hpo=True, hpo_cpus_per_trial=0)
+    assert Search(hpo=True).gpus_per_trial(use_gpu=True) == 1 and Search(hpo=True).gpus_per_trial(False) == 0
 
 
 def test_without_the_hpo_extra_tune_says_what_to_install(monkeypatch, capsys, toy_data: Path) -> None:
@@ -95,15 +103,19 @@ def test_without_the_hpo_extra_tune_says_what_to_install(monkeypatch, capsys, to
 
 
 def test_trials_share_the_settings_and_write_in_their_own_folders(tmp_path: Path, toy_data: Path) -> None:
-    base = trial_base(Config(hpo=True, hpo_trials=3, data_dir=os.path.relpath(toy_data), epochs=2))
-    assert Path(base.data_dir).is_absolute() and not base.hpo and base.hpo_trials == Config().hpo_trials
+    base = trial_base(Config(data_dir=os.path.relpath(toy_data), epochs=2))
+    assert Path(base.data_dir).is_absolute()
     cfg = run_config(base, {"lr": 1e-3, "batch_size": 4}, tmp_path / "t1")
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-3, 4, 2)
-    written = [cfg.save_dir, cfg.logdir, cfg.resume, *(getattr(cfg, f"{t}_{s}_out") for t in ("sst", "para", "sts")
-                                                       for s in ("dev", "test"))]  # fmt: skip
+    written = [
+        cfg.save_dir,
+        cfg.logdir,
+        cfg.resume,
+        *(getattr(cfg.per_task[t], f"{s}_out") for t in ("sst", "para", "sts") for s in ("dev", "test")),
+    ]
     assert all(Path(p).is_relative_to(tmp_path / "t1") for p in written)
     with pytest.raises(MtbertError, match="--sst_train .*missing.csv"):
-        trial_base(Config(hpo=True, data_dir=str(toy_data), sst_train=str(toy_data / "missing.csv")))
+        trial_base(Config(data_dir=str(toy_data)).updated(sst_train=str(toy_data / "missing.csv")))
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
@@ -120,9 +132,27 @@ def test_a_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
 def tune_command(tiny_checkpoint: Path, toy_data: Path, hpo_dir: Path, trials: int, epochs: int, *extra: str) -> list:
     space = hpo_dir.parent / "space.yaml"
     space.write_text("lr: {loguniform: [1e-4, 3e-2]}\nbatch_size: {choice: [2, 4]}\n")
-    return [sys.executable, "-m", "mtbert", "tune", "--model", str(tiny_checkpoint), "--data_dir", str(toy_data),
-            "--epochs", str(epochs), "--samples_per_epoch", "8", "--hpo_trials", str(trials), "--hpo_space",
-            str(space), "--hpo_dir", str(hpo_dir), *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "mtbert",
+        "tune",
+        "--model",
+        str(tiny_checkpoint),
+        "--data_dir",
+        str(toy_data),
+        "--epochs",
+        str(epochs),
+        "--samples_per_epoch",
+        "8",
+        "--hpo_trials",
+        str(trials),
+        "--hpo_space",
+        str(space),
+        "--hpo_dir",
+        str(hpo_dir),
+        *extra,
+    ]
 
 
 def read_table(hpo_dir: Path) -> list[dict]:
@@ -135,8 +165,13 @@ def test_a_search_stops_trials_early_and_its_best_command_trains(
     tiny_checkpoint: Path, toy_data: Path, tmp_path: Path, monkeypatch
 ) -> None:
     hpo_dir = tmp_path / "hpo"
-    run = subprocess.run(tune_command(tiny_checkpoint, toy_data, hpo_dir, trials=4, epochs=3), capture_output=True,
-                         text=True, timeout=180, cwd=tmp_path)  # fmt: skip
+    run = subprocess.run(
+        tune_command(tiny_checkpoint, toy_data, hpo_dir, trials=4, epochs=3),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     output = run.stdout + run.stderr
     assert not [noise for noise in RAY_NOISE if noise in output], output
@@ -205,8 +240,17 @@ def test_a_search_runs_on_a_ray_cluster_through_ray_address(
     ray = str(Path(sys.executable).parent / "ray")
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
-    start = [ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
+    start = [
+        ray,
+        "start",
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
     subprocess.run(start, check=True, capture_output=True, timeout=120)
     try:
         hpo_dir = tmp_path / "hpo"
@@ -223,10 +267,10 @@ def test_a_search_runs_on_a_ray_cluster_through_ray_address(
 
 def test_best_settings_file_is_a_config_file(tmp_path: Path) -> None:
     from mtbert.cli import train_parser
-    from mtbert.config import config_file_flags, config_from_args
+    from mtbert.config import config_from_args
     from mtbert.lab.hpo import write_settings
 
-    cfg = dataclasses.replace(Config(), lr=3e-4, batch_size=16, data_dir="/data")
+    cfg = Config().updated(lr=3e-4, batch_size=16, data_dir="/data", sts_loss_weight=2.5)
     write_settings(tmp_path / "best.yaml", cfg)
     parser = train_parser()
-    assert config_from_args(parser, parser.parse_args(config_file_flags(tmp_path / "best.yaml"))) == cfg
+    assert config_from_args(parser, parser.parse_args(["--config", str(tmp_path / "best.yaml")])) == cfg

@@ -6,6 +6,8 @@ import sys
 import pytest
 import torch
 
+from mtbert.data.task_data import TaskData
+from mtbert.inference.evaluate import outputs
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
 from mtbert.model.tokenizer import pad_batch
@@ -43,9 +45,15 @@ def test_progress_bar_over_the_sentences_changes_nothing(monkeypatch) -> None:
     model = MultitaskModel(BertEncoder(EncoderConfig(**TINY)), ("sst",), 0.0).eval()
     sentences = [[5] * n for n in range(1, 30)]
     model.passes = PaddedPasses(40)
+    counted: list[int] = []
+    torch.testing.assert_close(model.embed(sentences, done=counted.append), model.embed(sentences))
+    assert sum(counted) == len(sentences) and len(counted) > 1  # one call per pass
+    data = {"sst": TaskData("sst", None, [sentences], None)}
     log, terminal = io.StringIO(), Terminal()
-    for stderr in (log, terminal):
+    for stderr in (log, terminal):  # the bar is drawn by the caller (inference), not inside the module
         monkeypatch.setattr(sys, "stderr", stderr)
-        torch.testing.assert_close(model.embed(sentences, progress=True), model.embed(sentences))
+        torch.testing.assert_close(
+            outputs(model, data, "fp32", progress=True)["sst"], outputs(model, data, "fp32")["sst"]
+        )
     assert log.getvalue() == ""
     assert "encoding" in terminal.getvalue() and "/29 " in terminal.getvalue()  # total: the sentences of all passes

@@ -10,10 +10,11 @@ import torch
 
 from mtbert.cli import main
 from mtbert.config import Config
+from mtbert.fitting import fit
+from mtbert.inference.saved import META, load_model
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel
-from mtbert.train.checkpoint import META, load_model
-from mtbert.train.loop import run_name, train
+from mtbert.train.setup import run_name
 
 from .conftest import encoder_batch
 
@@ -117,7 +118,7 @@ def test_a_tiny_mixture_overfits_tiny_data_and_logs_its_routing(cfg: Config, gat
     history: list[dict] = []
     cfg = replace(cfg, moe=True, moe_experts=2, moe_gate=gate, moe_balance=balance)
     with caplog.at_level("INFO", logger="mtbert"):
-        best = train(cfg, report=history.append)
+        best = fit(cfg, report=history.append)
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert best["sst/accuracy"] >= 0.75 and best["para/accuracy"] >= 0.8 and best["sts/pearson"] > 0.8
     for h in history:  # each epoch's share of sentences per expert
@@ -132,7 +133,7 @@ def test_a_tiny_mixture_overfits_tiny_data_and_logs_its_routing(cfg: Config, gat
 
 def test_a_saved_mixture_evaluates_predicts_and_trains_on(cfg: Config, tmp_path: Path, capsys) -> None:
     cfg = replace(cfg, epochs=2, moe=True, moe_experts=2, moe_gate="hard")
-    best = train(cfg)
+    best = fit(cfg)
     folder = Path(cfg.save_dir) / run_name(cfg)
     capsys.readouterr()
     main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir, "--precision", cfg.precision])
@@ -143,9 +144,9 @@ def test_a_saved_mixture_evaluates_predicts_and_trains_on(cfg: Config, tmp_path:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(0.0 <= float(line.split(",")[1]) <= 5.0 for line in lines[1:])
     with pytest.raises(Exception, match="mixture of 2 experts: add --moe --moe_experts 2"):
-        train(replace(cfg, checkpoint=str(folder), model=None, moe=False))
+        fit(replace(cfg, checkpoint=str(folder), model=None, moe=False))
     again = replace(cfg, checkpoint=str(folder), model=None, moe_gate="soft", save_dir=str(tmp_path / "again"))
-    assert train(again)["epoch"] in (1, 2)
+    assert fit(again)["epoch"] in (1, 2)
 
 
 @pytest.mark.parametrize(

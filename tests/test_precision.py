@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mtbert.train import precision
-from mtbert.train.precision import autocast, autocast_dtype
+from mtbert.inference import precision
+from mtbert.inference.precision import autocast, autocast_dtype
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])

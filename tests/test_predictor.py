@@ -13,14 +13,14 @@ from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.data.files import read_examples
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
 from mtbert.model.tasks import TASKS
 from mtbert.serve.rows import read_rows
-from mtbert.train.loop import train
 
 
 @pytest.fixture()
 def trained(cfg: Config) -> tuple[Config, Path]:
-    train(replace(cfg, epochs=2))
+    fit(replace(cfg, epochs=2))
     return cfg, Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask"
 
 
@@ -47,7 +47,7 @@ def test_the_api_gives_what_evaluate_scores(trained, capsys) -> None:
         scored["sst/accuracy"]
     )
     # the dev predictions training wrote are evaluate's: the API gives the same labels, in input order
-    written = [line.split(" , ")[1].strip() for line in Path(cfg.sst_dev_out).read_text().splitlines()[1:]]
+    written = [line.split(" , ")[1].strip() for line in Path(cfg.per_task["sst"].dev_out).read_text().splitlines()[1:]]
     assert [str(r.label) for r in sentiment] == written
 
     _, (a, b), labels = dev_rows(cfg, "para")
@@ -77,7 +77,7 @@ def test_the_api_refuses_what_is_not_text(trained) -> None:
 
 
 def test_a_model_without_the_task_says_so(cfg: Config) -> None:
-    train(replace(cfg, epochs=1, sst=True))
+    fit(replace(cfg, epochs=1, sst=True))
     model = mtbert.load(Path(cfg.save_dir) / "finetune-1-0.003-adamw-none-multitask")
     with pytest.raises(MtbertError, match="not trained on sts"):
         model.similarity([("a", "b")])
@@ -86,19 +86,47 @@ def test_a_model_without_the_task_says_so(cfg: Config) -> None:
 def test_predict_reads_stdin_and_writes_json_lines_and_csv(trained, capsys, monkeypatch) -> None:
     cfg, folder = trained
     model = mtbert.load(folder, precision="fp32")
-    rows = ['{"id": "x1", "sentence1": "a man plays guitar", "sentence2": "a man plays the guitar"}',
-            '{"sentence1": "a cat", "sentence2": "a dog"}']  # fmt: skip
+    rows = [
+        '{"id": "x1", "sentence1": "a man plays guitar", "sentence2": "a man plays the guitar"}',
+        '{"sentence1": "a cat", "sentence2": "a dog"}',
+    ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(rows) + "\n"))
-    main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", "-", "--format", "jsonl",
-          "--precision", "fp32"])  # fmt: skip
+    main(
+        [
+            "predict",
+            "--checkpoint",
+            str(folder),
+            "--task",
+            "sts",
+            "--input",
+            "-",
+            "--format",
+            "jsonl",
+            "--precision",
+            "fp32",
+        ]
+    )
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = model.similarity([("a man plays guitar", "a man plays the guitar"), ("a cat", "a dog")])
     assert [o["id"] for o in out] == ["x1", "2"] and out[1]["sentence2"] == "a dog"
     assert [o["similarity"] for o in out] == pytest.approx(expected)
 
     monkeypatch.setattr("sys.stdin", io.StringIO("a good movie\n\nan awful, boring film\n"))
-    main(["predict", "--checkpoint", str(folder), "--task", "sst", "--input", "-", "--format", "csv",
-          "--precision", "fp32"])  # fmt: skip
+    main(
+        [
+            "predict",
+            "--checkpoint",
+            str(folder),
+            "--task",
+            "sst",
+            "--input",
+            "-",
+            "--format",
+            "csv",
+            "--precision",
+            "fp32",
+        ]
+    )
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     expected = model.sentiment(["a good movie", "an awful, boring film"])
     assert list(table[0]) == ["id", "sentence", "label", "name", "p0", "p1", "p2", "p3", "p4"]
@@ -108,8 +136,21 @@ def test_predict_reads_stdin_and_writes_json_lines_and_csv(trained, capsys, monk
 
     out_file = Path(cfg.save_dir) / "para.jsonl"
     monkeypatch.setattr("sys.stdin", io.StringIO("what is ai?\twhat is artificial intelligence?\n"))
-    main(["predict", "--checkpoint", str(folder), "--task", "para", "--input", "-", "--format", "jsonl",
-          "--output", str(out_file)])  # fmt: skip
+    main(
+        [
+            "predict",
+            "--checkpoint",
+            str(folder),
+            "--task",
+            "para",
+            "--input",
+            "-",
+            "--format",
+            "jsonl",
+            "--output",
+            str(out_file),
+        ]
+    )
     (row,) = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert set(row) == {"id", "sentence1", "sentence2", "probability", "label"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from mtbert.config import Config
-from mtbert.train.loop import train
+from mtbert.fitting import fit
 from mtbert.train.profiler import StepProfiler
 
 
@@ -16,7 +16,7 @@ def test_training_writes_a_trace_that_parses_and_logs_the_top_operators(cfg: Con
     cfg = replace(cfg, profiler=True, profiler_steps=2, epochs=2, batch_size=1)  # 8 steps an epoch: 2 skipped,
     # 2 of warm-up, 2 recorded, then the rest and the next epoch unprofiled
     with caplog.at_level(logging.INFO, logger="mtbert"):
-        train(cfg)
+        fit(cfg)
     traces = list(Path(cfg.logdir).glob("*/profile/*.pt.trace.json"))
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]

@@ -8,13 +8,13 @@ import pytest
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
 from mtbert.lab.report import Run, find_runs, markdown
-from mtbert.train.loop import train
 
 
 def test_report_of_two_tiny_runs_writes_a_table_and_a_png(cfg: Config, tmp_path: Path, capsys) -> None:
-    first = train(replace(cfg, epochs=2, logdir=f"{cfg.logdir}/a"))
-    second = train(replace(cfg, epochs=3, lr=1e-3, logdir=f"{cfg.logdir}/b"))
+    first = fit(replace(cfg, epochs=2, logdir=f"{cfg.logdir}/a"))
+    second = fit(replace(cfg, epochs=3, lr=1e-3, logdir=f"{cfg.logdir}/b"))
     runs = find_runs([cfg.logdir])
     assert [r.folder.parent.name for r in runs] == ["a", "b"] and [len(r.history) for r in runs] == [2, 3]
     assert runs[1].best["mean"] == pytest.approx(second["mean"]) and runs[1].config["lr"] == 1e-3

@@ -2,7 +2,7 @@
 
 import json
 import signal
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +11,8 @@ import torch
 import mtbert.train.checkpoint
 from mtbert.config import Config
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
 from mtbert.train.checkpoint import check_resumable, load_training_state, save_training_state
-from mtbert.train.loop import train
 
 from .conftest import run_child, run_paths
 
@@ -28,7 +28,7 @@ def test_killed_run_resumes_to_the_same_parameters_and_metrics(
 ) -> None:
     """Killed mid-epoch 2 (with unfreezing: after layer 1 joined, before the embeddings do)."""
     resume_cfg = replace(resume_cfg, **features)
-    whole = replace(resume_cfg, resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
+    whole = resume_cfg.updated(resume=str(tmp_path / "whole-state"), **run_paths(tmp_path / "whole"))
     done = run_child(whole)
     assert done.returncode == 0, done.stderr
     expected = json.loads(done.stdout.splitlines()[-1])
@@ -77,13 +77,13 @@ def test_damaged_state_names_the_file(tmp_path: Path) -> None:
 
 
 def test_resume_with_other_settings_is_refused(resume_cfg: Config) -> None:
-    train(replace(resume_cfg, epochs=1))
+    fit(replace(resume_cfg, epochs=1))
     with pytest.raises(MtbertError, match=r"--lr 0.003 -> 0.001"):
-        train(replace(resume_cfg, epochs=1, lr=1e-3))
+        fit(replace(resume_cfg, epochs=1, lr=1e-3))
 
 
 def test_a_flag_newer_than_the_saved_state_counts_as_its_default(resume_cfg: Config) -> None:
-    older = {k: v for k, v in asdict(resume_cfg).items() if k != "graph_steps"}  # saved before --graph_steps existed
+    older = {k: v for k, v in resume_cfg.settings().items() if k != "graph_steps"}  # saved before --graph_steps existed
     check_resumable(resume_cfg, older, "state")
     with pytest.raises(MtbertError, match=r"--graph_steps False -> True"):
         check_resumable(replace(resume_cfg, graph_steps=True), older, "state")
@@ -91,18 +91,18 @@ def test_a_flag_newer_than_the_saved_state_counts_as_its_default(resume_cfg: Con
 
 def test_finished_run_is_not_trained_again(resume_cfg: Config) -> None:
     short = replace(resume_cfg, epochs=1)
-    first = train(short)
+    first = fit(short)
     history: list = []
-    assert train(short, report=history.append) == first
+    assert fit(short, report=history.append) == first
     assert history == []
 
 
 def test_resume_with_another_number_of_processes_is_refused(resume_cfg: Config) -> None:
     short = replace(resume_cfg, epochs=2, save_every=0)
-    train(short)
+    fit(short)
     state = load_training_state(resume_cfg.resume)
     state["rng"] = state["rng"] * 2  # as if saved by 2 torchrun processes
     state["run"]["epoch"] = 1
     save_training_state(resume_cfg.resume, state)
     with pytest.raises(MtbertError, match=r"saved by 2 process\(es\), resumed by 1"):
-        train(short)
+        fit(short)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import mtbert
+from mtbert.fitting import fit
 from mtbert.serve.http import Limits, create_app
-from mtbert.train.loop import train
 
 from .conftest import toy_config, toy_data_in
 
@@ -54,7 +54,7 @@ def wait_for(url: str, seconds: float = 60) -> None:
 def model_folder(tmp_path_factory, tiny_checkpoint: Path) -> Path:
     folder = tmp_path_factory.mktemp("serve")
     cfg = toy_config(folder, toy_data_in(folder / "data"), tiny_checkpoint, epochs=2)
-    train(cfg)
+    fit(cfg)
     return Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask"
 
 
@@ -173,15 +173,33 @@ def test_a_failing_prediction_answers_500_and_the_next_request_is_served(server,
 @pytest.mark.slow
 def test_mtbert_serve_command(model_folder: Path) -> None:
     port = free_port()
-    child = subprocess.Popen([sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(model_folder), "--port",
-                              str(port), "--max_texts", "2"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtbert",
+            "serve",
+            "--checkpoint",
+            str(model_folder),
+            "--port",
+            str(port),
+            "--max_texts",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/health")
         assert f"on http://127.0.0.1:{port}" in child.stdout.readline()
         status, answer = call(f"http://127.0.0.1:{port}/sentiment", {"texts": ["a", "b", "c"]})
         assert status == 413 and "at most 2 per request" in answer["detail"]
-        taken = subprocess.run([sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(model_folder), "--port",
-                                str(port)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        taken = subprocess.run(
+            [sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(model_folder), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert taken.returncode == 2 and f"--port {port}: cannot listen there" in taken.stderr
     finally:
         child.terminate()

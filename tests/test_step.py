@@ -16,11 +16,14 @@ from mtbert.accel.passes import PassInputs, ShapedPasses
 from mtbert.config import Config
 from mtbert.data.sampler import MultitaskSampler
 from mtbert.data.task_data import read_task
+from mtbert.data.task_files import split_file
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import sentences_per_step
-from mtbert.train.loop import build_model, build_optimization, place_model, seed_everything, task_file, train
+from mtbert.train.loop import train
 from mtbert.train.optim import build_optimizer
+from mtbert.train.setup import place_model, seed_everything, setup_model, setup_optimization
 from mtbert.train.speed import Speed
 from mtbert.train.step import train_step
 
@@ -31,9 +34,9 @@ WEIGHTS = {"sst": 1.0, "para": 0.5, "sts": 3.0}
 def test_graph_steps_train_as_train_step(still_cfg: Config, unpad: bool) -> None:
     """Steps of two shapes (batches of 4, then the epoch's last 2), alternating: each step's losses and the weights
     after all of them are those of the eager step, so every step ran on its own inputs and labels."""
-    model, tokenizer = build_model(still_cfg)
+    model, tokenizer = setup_model(still_cfg)
     model.train()
-    data = {t: read_task(task_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
+    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
     sampler = MultitaskSampler(
         {t: len(d) for t, d in data.items()}, still_cfg.samples_per_epoch, still_cfg.batch_size, 0
     )
@@ -66,11 +69,11 @@ def test_graph_steps_train_as_train_step(still_cfg: Config, unpad: bool) -> None
 
 @pytest.mark.parametrize("unpad", [False, True])
 def test_graph_steps_in_the_training_loop(still_cfg: Config, unpad: bool) -> None:
-    """train() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
+    """fit() with --graph_steps reports the numbers of a run without it, and saves the model as usual."""
     plain, graphed = [], []
-    train(replace(still_cfg, unpad=unpad), report=plain.append, speed=speed_for(replace(still_cfg, unpad=unpad)))
+    fit(replace(still_cfg, unpad=unpad), report=plain.append)
     graph_cfg = replace(still_cfg, graph_steps=True, unpad=unpad)
-    best = train(graph_cfg, report=graphed.append, speed=speed_for(graph_cfg))
+    best = fit(graph_cfg, report=graphed.append)
     for a, b in zip(plain, graphed, strict=True):
         for key in ("train_loss", "sst/accuracy", "para/accuracy", "sts/pearson"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
@@ -82,22 +85,22 @@ def test_graph_steps_refuse_what_they_cannot_record(still_cfg: Config, monkeypat
         replace(still_cfg, graph_steps=True, optimizer="sophiah")
     with pytest.raises(ValueError, match="not cudagraphs"):
         replace(still_cfg, graph_steps=True, torch_compile="cudagraphs")
-    model, _ = build_model(still_cfg)
+    model, _ = setup_model(still_cfg)
     sophia = build_optimizer("sophiag", model, model.heads, 1e-3, 1e-3, 0.0)
     with pytest.raises(MtbertError, match="AdamW"):
         GraphSteps(model, sophia, WEIGHTS, 0.0, "fp32")
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it
     with pytest.raises(MtbertError, match="torchrun"):  # the steps of one process
         speed_for(replace(still_cfg, graph_steps=True))
-    with pytest.raises(MtbertError, match="speed_for"):  # a GPU mode without its seam
+    with pytest.raises(MtbertError, match="mtbert.fit"):  # the readable loop alone refuses a GPU mode
         train(replace(still_cfg, graph_steps=True))
 
 
 def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
     """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
     losses the step returns."""
-    model, tokenizer = build_model(still_cfg)
-    data = {t: read_task(task_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
+    model, tokenizer = setup_model(still_cfg)
+    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
     rows = {t: np.arange(4) for t in still_cfg.tasks}
 
     def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
@@ -115,7 +118,10 @@ def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
     for t in still_cfg.tasks:
         torch.testing.assert_close(twice[t], 2 * once[t])
     assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
-    assert Config(sts_loss_weight=3.0, sst=True, sts=True).loss_weights == {"sst": 1.0, "sts": 3.0}
+    assert Config.from_settings({"sts_loss_weight": 3.0, "sst": True, "sts": True}).loss_weights == {
+        "sst": 1.0,
+        "sts": 3.0,
+    }
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sophiah"])
@@ -126,11 +132,11 @@ def test_activation_checkpointing_gives_the_same_step(still_cfg: Config, optimiz
     for checkpointing in (False, True):
         cfg = replace(still_cfg, optimizer=optimizer, hidden_dropout_prob=0.2, activation_checkpointing=checkpointing)
         seed_everything(0)
-        model, tokenizer = build_model(cfg)
+        model, tokenizer = setup_model(cfg)
         place_model(model, cfg, torch.device("cpu"), Speed())
         model.train()
-        optimizer_, _ = build_optimization(cfg, model, 4)
-        data = {t: read_task(task_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+        optimizer_, _ = setup_optimization(cfg, model, 4)
+        data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
         rows = {t: np.arange(4) for t in cfg.tasks}
         torch.manual_seed(1)
         losses = train_step(model, model, optimizer_, data, rows, cfg.loss_weights, cfg.clip, "cpu", "fp32")

@@ -16,9 +16,10 @@ import torch
 from mtbert.cli import main
 from mtbert.data.synthetic import filter_rows, normalise
 from mtbert.data.task_data import read_task
+from mtbert.fitting import fit
 from mtbert.lab.synth import confident
 from mtbert.model.tokenizer import Tokenizer
-from mtbert.train.loop import run_name, train
+from mtbert.train.setup import run_name
 
 
 def synth(toy_data: Path, out: Path, *flags: str) -> None:
@@ -31,8 +32,22 @@ def read_generated(path: Path, tokenizer_folder: Path):
 
 def test_the_small_generator_fits_and_writes_every_label(toy_data, tiny_checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "syn.csv"
-    synth(toy_data, out, "--model", str(tiny_checkpoint), "--per_class", "6", "--fit_epochs", "2", "--batch_size",
-          "4", "--min_words", "1", "--max_words", "200")  # fmt: skip
+    synth(
+        toy_data,
+        out,
+        "--model",
+        str(tiny_checkpoint),
+        "--per_class",
+        "6",
+        "--fit_epochs",
+        "2",
+        "--batch_size",
+        "4",
+        "--min_words",
+        "1",
+        "--max_words",
+        "200",
+    )
     data = read_generated(out, tiny_checkpoint)  # the training reader accepts the file
     assert set(data.labels.long().tolist()) == {0, 1, 2, 3, 4}
     assert data.examples.is_synthetic().all() and len(set(data.examples.ids)) == len(data)
@@ -55,16 +70,33 @@ def tiny_causal_lm(folder: Path) -> Path:
     rust.pre_tokenizer = Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=rust, eos_token="<eos>", unk_token="<unk>").save_pretrained(folder)
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                               eos_token_id=1, bos_token_id=1)).save_pretrained(folder)  # fmt: skip
+    GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(words), n_positions=64, n_embd=32, n_layer=1, n_head=2, eos_token_id=1, bos_token_id=1
+        )
+    ).save_pretrained(folder)
     return folder
 
 
 def test_a_local_causal_lm_folder_is_fine_tuned_the_same_way(toy_data, tiny_checkpoint, tmp_path) -> None:
     out = tmp_path / "syn.csv"
     folder = tiny_causal_lm(tmp_path / "gpt")
-    synth(toy_data, out, "--generator", str(folder), "--per_class", "4", "--fit_epochs", "1", "--min_words", "1",
-          "--max_words", "200", "--lr", "1e-3")  # fmt: skip
+    synth(
+        toy_data,
+        out,
+        "--generator",
+        str(folder),
+        "--per_class",
+        "4",
+        "--fit_epochs",
+        "1",
+        "--min_words",
+        "1",
+        "--max_words",
+        "200",
+        "--lr",
+        "1e-3",
+    )
     data = read_generated(out, tiny_checkpoint)
     assert set(data.labels.long().tolist()) == {0, 1, 2, 3, 4} and data.examples.is_synthetic().all()
 
@@ -90,7 +122,7 @@ def test_each_filter_removes_what_it_should() -> None:
 
 
 def test_the_confidence_filter_keeps_what_a_trained_model_is_sure_of(cfg, tiny_checkpoint) -> None:
-    train(cfg)
+    fit(cfg)
     model_dir = Path(cfg.save_dir) / run_name(cfg)
     rows = [("the film is great", 4), ("awful and boring", 0), ("the film is great", 0), ("a lovely movie", 1)]
     kept_all, removed_none = confident(rows, model_dir, 0.0)
@@ -98,8 +130,8 @@ def test_the_confidence_filter_keeps_what_a_trained_model_is_sure_of(cfg, tiny_c
     assert (kept_all, removed_none, kept_none, removed_all) == (rows, 0, [], 4)
     from mtbert.data.files import Examples
     from mtbert.data.task_data import task_data
-    from mtbert.train.checkpoint import load_model
-    from mtbert.train.evaluate import outputs
+    from mtbert.inference.evaluate import outputs
+    from mtbert.inference.saved import load_model
 
     model, tokenizer, _ = load_model(model_dir)
     texts = Examples(Path("x"), ["0", "1", "2", "3"], [[t for t, _ in rows]], None)
@@ -169,12 +201,30 @@ def api():
 
 
 def api_flags(server: FakeAPI, *extra: str) -> list[str]:
-    return ["--generator", "api", "--api_base", server.url, "--api_model", "fake-1", "--per_class", "3",
-            "--api_batch", "2", "--api_retries", "1", "--api_backoff", "0", "--api_timeout", "0.5", *extra]  # fmt: skip
+    return [
+        "--generator",
+        "api",
+        "--api_base",
+        server.url,
+        "--api_model",
+        "fake-1",
+        "--per_class",
+        "3",
+        "--api_batch",
+        "2",
+        "--api_retries",
+        "1",
+        "--api_backoff",
+        "0",
+        "--api_timeout",
+        "0.5",
+        *extra,
+    ]
 
 
-def test_the_api_generator_asks_in_batches_and_writes_every_label(api, toy_data, tiny_checkpoint, tmp_path,
-                                                                  monkeypatch) -> None:  # fmt: skip
+def test_the_api_generator_asks_in_batches_and_writes_every_label(
+    api, toy_data, tiny_checkpoint, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("MY_KEY", "secret")
     server = api([])
     out = tmp_path / "syn.csv"

@@ -13,9 +13,11 @@ from mtbert.cli import main, train_parser
 from mtbert.config import Config, config_from_args
 from mtbert.data.sampler import MultitaskSampler
 from mtbert.data.task_data import read_task
+from mtbert.data.task_files import split_files
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
 from mtbert.model.tokenizer import Tokenizer
-from mtbert.train.loop import build_sampler, train, train_files
+from mtbert.train.setup import setup_sampler
 from tests.conftest import SST_ROWS
 
 GENERATED = [("a great lovely film", 4), ("the dull awful plot", 0), ("a fine movie", 2)]
@@ -51,16 +53,12 @@ def test_the_flag_repeated_or_comma_separated(tmp_path: Path) -> None:
     parser = train_parser()
     for flags in (["--sst_train", "a.csv", "--sst_train", "b.csv"], ["--sst_train", "a.csv,b.csv"]):
         cfg = config_from_args(parser, parser.parse_args(flags))
-        assert train_files(cfg, "sst") == [Path("a.csv"), Path("b.csv")]
-    assert train_files(Config(data_dir="d"), "sst") == [Path("d/ids-sst-train.csv")]
+        assert split_files(cfg, "sst", "train") == [Path("a.csv"), Path("b.csv")]
+    assert split_files(Config(data_dir="d"), "sst", "train") == [Path("d/ids-sst-train.csv")]
     settings = tmp_path / "run.yaml"
     settings.write_text("sst_train: a.csv,b.csv\nepochs: 2\n")  # the command line's value replaces the file's
-    from mtbert.cli import build_parser
-    from mtbert.config import config_file_flags, drop_flags
-
-    flags = drop_flags(config_file_flags(settings), {"--sst_train"}) + ["--sst_train", "c.csv"]
-    cfg = config_from_args(parser, build_parser().parse_args(["train", *flags]))
-    assert (cfg.sst_train, cfg.epochs) == ("c.csv", 2)
+    cfg = config_from_args(parser, parser.parse_args(["--config", str(settings), "--sst_train", "c.csv"]))
+    assert (cfg.per_task["sst"].train, cfg.epochs) == ("c.csv", 2)
 
 
 def test_synthetic_ratio_caps_the_generated_rows_of_each_epoch() -> None:
@@ -88,14 +86,16 @@ def test_without_a_ratio_generated_rows_are_drawn_as_before() -> None:
 
 def test_training_on_several_files_with_a_ratio(files, cfg: Config, caplog) -> None:
     original, both = files
-    run = dataclasses.replace(cfg, sst_train=f"{original},{both}", synthetic_ratio=0.25)
+    run = dataclasses.replace(cfg.updated(sst_train=f"{original},{both}"), synthetic_ratio=0.25)
     with caplog.at_level(logging.INFO):
-        best = train(run)
+        best = fit(run)
     assert "sst training rows: 8 original, 3 generated" in caplog.text
     assert 0 <= best["sst/accuracy"] <= 1
     with pytest.raises(MtbertError, match="--synthetic_ratio 0.25: the training files have no generated rows"):
-        build_sampler(dataclasses.replace(cfg, synthetic_ratio=0.25),
-                      {"sst": read_task(original, "sst", Tokenizer.from_pretrained(cfg.model))})  # fmt: skip
+        setup_sampler(
+            dataclasses.replace(cfg, synthetic_ratio=0.25),
+            {"sst": read_task(original, "sst", Tokenizer.from_pretrained(cfg.model))},
+        )
 
 
 def test_synthetic_ratio_out_of_range_exits_2(capsys) -> None:

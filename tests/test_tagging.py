@@ -14,11 +14,11 @@ from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.data.tagging import Tagger
 from mtbert.errors import MtbertError
+from mtbert.fitting import fit
+from mtbert.inference.saved import load_model
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tokenizer import Tokenizer
-from mtbert.train.checkpoint import load_model
-from mtbert.train.loop import train
 
 from .conftest import TINY
 
@@ -117,21 +117,31 @@ def test_zero_initialised_tag_embeddings_leave_the_outputs_exactly_unchanged(tag
 
 def test_training_evaluation_and_prediction_with_tags(cfg: Config, tmp_path: Path, capsys) -> None:
     run = replace(cfg, epochs=3, additional_input=True, tag_cache=str(tmp_path / "tags"))
-    best = train(run)
+    best = fit(run)
     folder = Path(cfg.save_dir) / "finetune-3-0.003-adamw-none-multitask"
     model, _, meta = load_model(folder)
     assert meta["tags"]["pos"][:3] == ["[PAD]", "[CLS]", "[SEP]"] and "B-PERSON" in meta["tags"]["ner"]
     assert model.tags is not None and model.tags.pos.weight.abs().sum() > 0  # the tag embeddings trained
-    main(["evaluate", "--checkpoint", str(folder), "--data_dir", cfg.data_dir, "--precision", "fp32",
-          "--tag_cache", run.tag_cache])  # fmt: skip
+    main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(folder),
+            "--data_dir",
+            cfg.data_dir,
+            "--precision",
+            "fp32",
+            "--tag_cache",
+            run.tag_cache,
+        ]
+    )
     assert json.loads(capsys.readouterr().out)["mean"] == pytest.approx(best["mean"])
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("a man plays guitar\ta man plays the guitar\n")
-    main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", str(pairs), "--tag_cache",
-          run.tag_cache])  # fmt: skip
+    main(["predict", "--checkpoint", str(folder), "--task", "sts", "--input", str(pairs), "--tag_cache", run.tag_cache])
     assert len(capsys.readouterr().out.splitlines()) == 2
     with pytest.raises(MtbertError, match="trained with tag embeddings: add --additional_input"):
-        train(replace(cfg, model=None, checkpoint=str(folder), epochs=1))
+        fit(replace(cfg, model=None, checkpoint=str(folder), epochs=1))
 
 
 def test_additional_input_refuses_the_gpu_speed_modes(cfg: Config) -> None:

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from mtbert.config import Config
-from mtbert.train.checkpoint import META, load_training_state
-from mtbert.train.loop import build_model, build_optimization, run_name, train
+from mtbert.fitting import fit
+from mtbert.inference.saved import META
+from mtbert.train.checkpoint import load_training_state
+from mtbert.train.setup import run_name, setup_model, setup_optimization
 
 
 def states_per_epoch(cfg: Config, folder: Path) -> list[dict]:
@@ -24,7 +26,7 @@ def states_per_epoch(cfg: Config, folder: Path) -> list[dict]:
         if metrics["epoch"] > 1:
             copies.append(Path(shutil.copy(folder / "state" / "training_state.pt", folder / f"{metrics['epoch']}.pt")))
 
-    train(cfg, report=report)
+    fit(cfg, report=report)
     return [torch.load(f, weights_only=True) for f in copies] + [load_training_state(cfg.resume)]
 
 
@@ -39,7 +41,7 @@ def test_layers_stay_bit_identical_until_their_epoch(cfg: Config, tmp_path: Path
     """The tiny encoder has 2 layers: layer 2 (layers.1) trains from epoch 1, layer 1 from 2, the embeddings from 3;
     under either --option."""
     cfg = replace(cfg, epochs=3, samples_per_epoch=8, batch_size=4, unfreeze_interval=1, option=option)
-    initial = {f"encoder.{k}": v for k, v in build_model(cfg)[0].encoder.state_dict().items()}
+    initial = {f"encoder.{k}": v for k, v in setup_model(cfg)[0].encoder.state_dict().items()}
     after = states_per_epoch(cfg, tmp_path)
     assert changed(after[0], initial, "encoder.layers.1.")
     assert not changed(after[0], initial, "encoder.layers.0.") and not changed(after[0], initial, "encoder.emb.")
@@ -52,8 +54,8 @@ def test_layers_stay_bit_identical_until_their_epoch(cfg: Config, tmp_path: Path
 
 def optimizer_states(state: dict, cfg: Config) -> dict[str, dict]:
     """Parameter name -> its optimizer state (a saved state is keyed by the index in the optimizer's groups)."""
-    model = build_model(cfg)[0]
-    optimizer, _ = build_optimization(cfg, model, 1)
+    model = setup_model(cfg)[0]
+    optimizer, _ = setup_optimization(cfg, model, 1)
     name_of = {id(p): n for n, p in model.named_parameters()}
     names = [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
     return {names[i]: s for i, s in state["optimizer"]["state"].items()}
@@ -78,8 +80,16 @@ def test_joining_keeps_the_state_of_parameters_already_training(cfg: Config, tmp
 
 
 def test_sophia_estimates_the_hessian_of_a_joining_layer_on_its_first_step(cfg: Config, tmp_path: Path) -> None:
-    cfg = replace(cfg, epochs=2, samples_per_epoch=8, batch_size=4, lr=1e-3, optimizer="sophiah",
-                  hess_interval=100, unfreeze_interval=1)  # fmt: skip
+    cfg = replace(
+        cfg,
+        epochs=2,
+        samples_per_epoch=8,
+        batch_size=4,
+        lr=1e-3,
+        optimizer="sophiah",
+        hess_interval=100,
+        unfreeze_interval=1,
+    )
     final = optimizer_states(states_per_epoch(cfg, tmp_path)[-1], cfg)
     hessian = {name: s["hessian"] for name, s in final.items()}
     # the only regular refresh is step 0's (interval 100): layer 1's estimate comes from the refresh at its join

@@ -1,4 +1,4 @@
-"""Runs mtbert's train() in a child process, for the resume and torchrun tests.
+"""Runs mtbert.fit() in a child process, for the resume and torchrun tests.
 
     python tests/train_child.py CONFIG_JSON [KILL_AT]
 
@@ -12,10 +12,9 @@ import os
 import signal
 import sys
 
-import mtbert.train.loop as training
 import mtbert.train.step as step
-from mtbert.accel.modes import speed_for
 from mtbert.config import Config
+from mtbert.fitting import fit
 
 if len(sys.argv) > 2:
     kill_at, calls, compute_losses = int(sys.argv[2]), [0], step.compute_losses
@@ -30,8 +29,8 @@ if len(sys.argv) > 2:
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 history: list[dict] = []
-cfg = Config(**json.loads(sys.argv[1]))
-best = training.train(cfg, report=history.append, speed=speed_for(cfg))
+cfg = Config.from_settings(json.loads(sys.argv[1]))
+best = fit(cfg, report=history.append)
 # one write of the whole line: under torchrun both ranks share stdout, and they finish together (an unbuffered print
 # writes the text and its newline apart, so two ranks' lines could interleave)
 sys.stdout.write(json.dumps({"best": best, "history": history}) + "\n")

@@ -1,24 +1,27 @@
-"""The `mtbert` command line: train, tune, evaluate, predict, encode, synth, export, data fetch."""
+"""The `mtbert` command line: train, tune, ablate, evaluate, predict, synth, serve, export, report, encode, data
+fetch (COMMANDS: each subcommand with its flags and its handler)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from mtbert.config import (
+    TASK_FLAGS,
     Config,
+    Search,
     add_config_argument,
     add_config_arguments,
-    config_file_flags,
+    add_config_file_argument,
     config_from_args,
-    drop_flags,
 )
 from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
@@ -36,25 +39,18 @@ TUNE_HELP = (
 def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The training flags (also those of the original project's multitask_classifier.py)."""
     parser = argparse.ArgumentParser(prog=prog, description=TRAIN_HELP)
-    add_config_arguments(parser)
+    add_train(parser)
+    parser.set_defaults(command_parser=parser, run=run_train)
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtbert", description=__doc__.split(":")[0] + ".")
-    parser.add_argument("--version", action="version", version=f"mtbert {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_train(parser: argparse.ArgumentParser) -> None:
+    add_config_file_argument(parser)
+    add_config_arguments(parser)
+    add_config_arguments(parser, Search)
 
-    tr = sub.add_parser("train", help="train the multitask model (the original project's flags)",
-                        description=TRAIN_HELP)  # fmt: skip
-    add_config_arguments(tr)
-    tu = sub.add_parser("tune", help="search hyper-parameters: `mtbert train --hpo` (Ray Tune, Optuna, ASHA)",
-                        description=TUNE_HELP)  # fmt: skip
-    add_config_arguments(tu)
 
-    add_ablate_parser(sub)
-
-    ev = sub.add_parser("evaluate", help="print a saved model's metrics as JSON")
+def add_evaluate(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     ev.add_argument(
         "--split",
@@ -66,12 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
     for task in TASKS:  # the file flags of training, each file scored in place of the --data_dir one
         for split in ("dev", "test"):
-            add_config_argument(ev, f"{task}_{split}")
-    ev.add_argument("--use_gpu", action="store_true", help="run on CUDA")
-    add_config_argument(ev, "precision")
-    add_config_argument(ev, "tag_cache")
+            add_config_argument(ev, f"{task}_{split}", with_default=True)
+    add_model_use(ev)
 
-    pr = sub.add_parser("predict", help="predict one task for sentences in a file or on stdin")
+
+def add_model_use(parser: argparse.ArgumentParser) -> None:
+    """The flags of a command that runs a saved model: where, at what precision, with which tag cache."""
+    parser.add_argument("--use_gpu", action="store_true", help="run on CUDA")
+    add_config_argument(parser, "precision", with_default=True)
+    add_config_argument(parser, "tag_cache", with_default=True)
+
+
+def add_predict(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     pr.add_argument("--task", required=True, choices=tuple(TASKS), help="which head to use")
     pr.add_argument(
@@ -89,33 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="original: the original project's `id , prediction` lines; jsonl: a JSON object per example with its "
         "texts, label and probabilities (SST: all five; Quora: of a paraphrase) or similarity; csv: the same as CSV",
     )
-    pr.add_argument("--use_gpu", action="store_true", help="run on CUDA")
-    add_config_argument(pr, "precision")
-    add_config_argument(pr, "tag_cache")
+    add_model_use(pr)
 
-    add_synth_parser(sub)
-    add_serve_parser(sub)
-    ex = sub.add_parser("export", help="write a trained model's encoder as a Hugging Face BERT folder",
-                        description="Write the encoder of a model saved by `mtbert train` as a Hugging Face BERT "
-                        "folder (config.json, model.safetensors, tokenizer files) that transformers.BertModel loads, "
-                        "with the pooling and heads beside it and a README of how to use them.")  # fmt: skip
+
+def add_export(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     ex.add_argument("--out", required=True, help="the folder to write (new, or empty)")
 
-    rp = sub.add_parser("report", help="compare runs: a Markdown table per task and plots of their dev metrics",
-                        description="Read the TensorBoard logs of training runs and write OUT/report.md (a table per "
-                        "task: a row per run with the flags that set it apart and its best epoch's dev metric) and "
-                        "OUT/dev-metrics.png (the dev metrics per epoch of all runs).")  # fmt: skip
+
+def add_report(rp: argparse.ArgumentParser) -> None:
     rp.add_argument("runs", nargs="+", metavar="RUN", help="a run's TensorBoard folder, or a folder of them (--logdir)")
     rp.add_argument("--out", default="report", help="the folder to write report.md and dev-metrics.png to")
 
-    en = sub.add_parser("encode", help="print L2-normalised sentence embeddings, one JSON list per line")
+
+def add_encode(en: argparse.ArgumentParser) -> None:
     en.add_argument("sentences", nargs="*", help="sentences to embed")
     en.add_argument("--input", help="a text file of sentences to embed, one per line (- reads stdin)")
     en.add_argument("--model", default=None, help="BERT checkpoint folder (default: packaged MiniLM)")
 
-    data = sub.add_parser("data", help="data set commands").add_subparsers(dest="data_command", required=True)
-    fetch = data.add_parser("fetch", help="download the CS224N CSV files (or copy a local mirror) and validate them")
+
+def add_data(data: argparse.ArgumentParser) -> None:
+    fetch = data.add_subparsers(dest="data_command", required=True).add_parser(
+        "fetch", help="download the CS224N CSV files (or copy a local mirror) and validate them"
+    )
     fetch.add_argument(
         "--source",
         default=None,
@@ -123,43 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
         "the CS224N release: https://raw.githubusercontent.com/gpoesia/minbert-default-final-project/main/data)",
     )
     fetch.add_argument("--dest", default="data", help="folder to write to")
-    for command in (tr, tu, ev, pr, en, ex, rp, fetch):
-        command.set_defaults(command_parser=command)
-    return parser
+    fetch.set_defaults(command_parser=fetch)
 
 
-def add_synth_parser(sub: argparse._SubParsersAction) -> None:
+def add_synth(sy: argparse.ArgumentParser) -> None:
     from mtbert.lab.synth_config import SynthConfig
 
-    sy = sub.add_parser(
-        "synth",
-        help="generate extra SST training sentences with a label-conditioned language model",
-        description="Fit a causal language model on the SST training sentences, the label as a control prefix, "
-        "sample --per_class new sentences per label, filter them (length, exact and near duplicates, sentences of "
-        "the dev and test files, optionally a trained model's confidence) and write them in the ids-sst-train "
-        "layout, marked synthetic; train on them with --sst_train ORIGINAL,GENERATED (docs/synthetic.md).",
-    )
-    for f in dataclasses.fields(SynthConfig):
-        add_config_argument(sy, f.name, SynthConfig)
-    sy.set_defaults(command_parser=sy)
+    add_config_arguments(sy, SynthConfig)
 
 
-def add_serve_parser(sub: argparse._SubParsersAction) -> None:
+def add_serve(se: argparse.ArgumentParser) -> None:
     from mtbert.serve.http import Limits
 
-    se = sub.add_parser("serve", help="serve a trained model over HTTP (JSON; FastAPI on uvicorn)",
-                        description="Serve a model saved by `mtbert train`: POST /sentiment {\"texts\": [...]}, "
-                        "/paraphrase and /similarity {\"pairs\": [[a, b], ...]}, GET /health; OpenAPI docs at /docs. "
-                        "Concurrent requests are batched together.")  # fmt: skip
     se.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
     se.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     se.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    se.add_argument("--use_gpu", action="store_true", help="run on CUDA")
-    add_config_argument(se, "precision")
-    add_config_argument(se, "tag_cache")
-    for f in dataclasses.fields(Limits):
-        add_config_argument(se, f.name, Limits)
-    se.set_defaults(command_parser=se)
+    add_model_use(se)
+    add_config_arguments(se, Limits)
+
+
+def add_ablate(ab: argparse.ArgumentParser) -> None:
+    from mtbert.lab.ablate import Ablation
+
+    add_config_file_argument(ab)
+    add_config_arguments(ab)
+    add_config_arguments(ab, Ablation)
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -167,24 +153,12 @@ def run_serve(args: argparse.Namespace) -> None:
 
     limits = config_from_args(args.command_parser, args, Limits)
     predictor = load_predictor(args)
-    print(f"serving {args.checkpoint} ({', '.join(predictor.tasks)}) on http://{args.host}:{args.port} (API docs: "
-          f"/docs); Ctrl-C stops", flush=True)  # fmt: skip
+    print(
+        f"serving {args.checkpoint} ({', '.join(predictor.tasks)}) on http://{args.host}:{args.port} (API docs: "
+        f"/docs); Ctrl-C stops",
+        flush=True,
+    )
     serve(predictor, args.host, args.port, limits, Path(args.checkpoint).name)
-
-
-def add_ablate_parser(sub: argparse._SubParsersAction) -> None:
-    from mtbert.lab.ablate import Ablation
-
-    ab = sub.add_parser("ablate", help="the ablation table: each feature's row over several seeds, mean ± std",
-                        description="Train the ablation rows (baseline: the flags given; then each with one feature "
-                        "added: tag embeddings, synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts) "
-                        "over --seeds seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and "
-                        "write ABLATE_DIR/ablation.md (mean ± std per task and row, differences from the baseline "
-                        "larger than the seeds' spread marked) and the plots. Rerunning continues it.")  # fmt: skip
-    add_config_arguments(ab)
-    for f in dataclasses.fields(Ablation):
-        add_config_argument(ab, f.name, Ablation)
-    ab.set_defaults(command_parser=ab)
 
 
 def run_ablate(args: argparse.Namespace) -> None:
@@ -205,10 +179,33 @@ def run_synth(args: argparse.Namespace) -> None:
     report = synthesize(cfg)
     removed = ", ".join(f"{name} {n}" for name, n in report.filtered.removed.items())
     per_label = [sum(label == y for _, label in report.filtered.kept) for y in range(len(LABEL_WORDS))]
-    print(f"generated {report.generated} sentences (fitting {report.fit_seconds:.0f} s, generating "
-          f"{report.sample_seconds:.0f} s); removed: {removed}")  # fmt: skip
+    print(
+        f"generated {report.generated} sentences (fitting {report.fit_seconds:.0f} s, generating "
+        f"{report.sample_seconds:.0f} s); removed: {removed}"
+    )
     print(f"wrote {len(report.filtered.kept)} to {report.written} (per label 0-4: {' / '.join(map(str, per_label))})")
     print(f"train on them: mtbert train --sst_train {cfg.train_file},{report.written}")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, the function that adds its flags, the function that runs it."""
+
+    help: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+    description: str | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtbert", description=__doc__.split(":")[0] + ".")
+    parser.add_argument("--version", action="version", version=f"mtbert {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=command.help, description=command.description)
+        command_parser.set_defaults(command_parser=command_parser, run=command.run)
+        command.add(command_parser)
+    return parser
 
 
 def package_version() -> str:
@@ -226,42 +223,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = parser or build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse(parser, argv)
-    command_parser = getattr(args, "command_parser", parser)  # a subcommand's errors show its own usage
+    args = parse(parser, sys.argv[1:] if argv is None else list(argv))
     try:
-        if getattr(args, "command", "train") in ("train", "tune", "ablate"):
-            if args.config is not None:  # the file's flags go first, so that the command line's override them
-                at = argv.index(args.command) + 1 if "command" in args else 0
-                given = {a.split("=")[0] for a in argv[at:] if a.startswith("--")}
-                args = parse(parser, argv[:at] + drop_flags(config_file_flags(args.config), given) + argv[at:])
-            if getattr(args, "command", None) == "tune":
-                args.hpo = True
-            if getattr(args, "command", None) == "ablate":
-                return run_ablate(args)
-            run_train(config_from_args(command_parser, args))
-        elif args.command == "evaluate":
-            run_evaluate(args)
-        elif args.command == "predict":
-            run_predict(args)
-        elif args.command == "encode":
-            run_encode(args)
-        elif args.command == "serve":
-            run_serve(args)
-        elif args.command == "synth":
-            run_synth(args)
-        elif args.command == "export":
-            from mtbert.serve.export import export
-
-            print(f"wrote {export(args.checkpoint, args.out)}: transformers.BertModel.from_pretrained loads it")
-        elif args.command == "report":
-            from mtbert.lab.report import report
-
-            table, picture = report(args.runs, Path(args.out))
-            print(table.read_text(encoding="utf-8"), end="")
-            print(f"wrote {table} and {picture}")
-        elif args.command == "data":
-            run_fetch(args)
+        args.run(args)
     except MtbertError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
@@ -283,14 +247,16 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return args
 
 
-def run_train(cfg: Config) -> None:
-    if cfg.hpo:
-        return run_search(cfg)
-    from mtbert.accel.modes import speed_for
-    from mtbert.train.loop import train
+def run_train(args: argparse.Namespace, search: bool = False) -> None:
+    """Trains once, or (--hpo, `mtbert tune`) runs a search of trainings."""
+    cfg = config_from_args(args.command_parser, args)
+    settings = config_from_args(args.command_parser, args, Search)
+    if search or settings.hpo:
+        return run_search(cfg, replace(settings, hpo=True))
+    from mtbert.fitting import fit
 
     history: list[dict[str, float]] = []
-    best = train(cfg, report=history.append, speed=speed_for(cfg))
+    best = fit(cfg, report=history.append)
     if not history:  # a torchrun rank other than 0, or a resumed run that had finished
         return
     print(format_table(history))
@@ -314,27 +280,46 @@ def columns(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows])
 
 
-def run_search(cfg: Config) -> None:
+def run_search(cfg: Config, settings: Search) -> None:
     from mtbert.lab.hpo import search
 
-    result = search(cfg)
-    shown = [[cell if isinstance(cell, str) else "-" if cell is None else f"{cell:.3g}" if isinstance(cell, float)
-              else str(cell) for cell in row] for row in result.rows]  # fmt: skip
+    if cfg.resume is not None:
+        raise MtbertError(
+            "--hpo with --resume: every trial keeps its own training state in --hpo_dir, and the same "
+            "command resumes an interrupted search; leave out --resume"
+        )
+    result = search(cfg, settings)
+    shown = [
+        [
+            cell
+            if isinstance(cell, str)
+            else "-"
+            if cell is None
+            else f"{cell:.3g}"
+            if isinstance(cell, float)
+            else str(cell)
+            for cell in row
+        ]
+        for row in result.rows
+    ]
     best = result.best.best
     print(f"trials, best first ({result.table}):")
     print(columns(result.header, shown))
-    print(f"best: trial {result.best.trial_id}, mean dev score {best['mean']:.3f} at epoch {int(best['epoch'])}; its "
-          f"model: {result.best_model}")  # fmt: skip
+    print(
+        f"best: trial {result.best.trial_id}, mean dev score {best['mean']:.3f} at epoch {int(best['epoch'])}; its "
+        f"model: {result.best_model}"
+    )
     print(f"train it again: mtbert train --config {result.best_config}")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from mtbert.train.loop import task_file
+    from mtbert.data.task_files import split_file
 
+    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
     predictor = load_predictor(args)
     data = {}
     for task in predictor.tasks:
-        path = task_file(args, task, args.split)
+        path = split_file(files, task, args.split)
         if args.split == "test" and not path.exists():  # the course has no Quora test file, say
             log.warning("%s: no such file, so no %s test metrics", path, task)
             continue
@@ -354,7 +339,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    from mtbert.data.files import atomic_write_bytes
+    from mtbert.outputs import atomic_write_bytes
     from mtbert.serve.predictor import results
     from mtbert.serve.rows import format_rows, read_rows
 
@@ -416,8 +401,79 @@ def run_encode(args: argparse.Namespace) -> None:
         print(json.dumps([round(x, 6) for x in vector.tolist()]))
 
 
+def run_export(args: argparse.Namespace) -> None:
+    from mtbert.serve.export import export
+
+    print(f"wrote {export(args.checkpoint, args.out)}: transformers.BertModel.from_pretrained loads it")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from mtbert.lab.report import report
+
+    table, picture = report(args.runs, Path(args.out))
+    print(table.read_text(encoding="utf-8"), end="")
+    print(f"wrote {table} and {picture}")
+
+
 def run_fetch(args: argparse.Namespace) -> None:
     from mtbert.data.task_data import fetch_data
 
     for path in fetch_data(args.source, Path(args.dest)):
         print(f"ok {path}")
+
+
+COMMANDS = {
+    "train": Command("train the multitask model (the original project's flags)", add_train, run_train, TRAIN_HELP),
+    "tune": Command(
+        "search hyper-parameters: `mtbert train --hpo` (Ray Tune, Optuna, ASHA)",
+        add_train,
+        lambda args: run_train(args, search=True),
+        TUNE_HELP,
+    ),
+    "ablate": Command(
+        "the ablation table: each feature's row over several seeds, mean ± std",
+        add_ablate,
+        run_ablate,
+        "Train the ablation rows (baseline: the flags given; then each with one feature added: tag embeddings, "
+        "synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts) over --seeds seeds each, all other "
+        "flags shared (--epochs, --samples_per_epoch, ...), and write ABLATE_DIR/ablation.md (mean ± std per task and "
+        "row, differences from the baseline larger than the seeds' spread marked) and the plots. Rerunning "
+        "continues it (docs/lab.md).",
+    ),
+    "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
+    "predict": Command("predict one task for sentences in a file or on stdin", add_predict, run_predict),
+    "synth": Command(
+        "generate extra SST training sentences with a label-conditioned language model",
+        add_synth,
+        run_synth,
+        "Fit a causal language model on the SST training sentences, the label as a control prefix, sample "
+        "--per_class new sentences per label, filter them (length, exact and near duplicates, sentences of the dev "
+        "and test files, optionally a trained model's confidence) and write them in the ids-sst-train layout, marked "
+        "synthetic; train on them with --sst_train ORIGINAL,GENERATED (docs/synthetic.md).",
+    ),
+    "serve": Command(
+        "serve a trained model over HTTP (JSON; FastAPI on uvicorn)",
+        add_serve,
+        run_serve,
+        'Serve a model saved by `mtbert train`: POST /sentiment {"texts": [...]}, /paraphrase and /similarity '
+        '{"pairs": [[a, b], ...]}, GET /health; OpenAPI docs at /docs. Concurrent requests are batched together.',
+    ),
+    "export": Command(
+        "write a trained model's encoder as a Hugging Face BERT folder",
+        add_export,
+        run_export,
+        "Write the encoder of a model saved by `mtbert train` as a Hugging Face BERT folder (config.json, "
+        "model.safetensors, tokenizer files) that transformers.BertModel loads, with the pooling and heads beside it "
+        "and a README of how to use them.",
+    ),
+    "report": Command(
+        "compare runs: a Markdown table per task and plots of their dev metrics",
+        add_report,
+        run_report,
+        "Read the TensorBoard logs of training runs and write OUT/report.md (a table per task: a row per run with the "
+        "flags that set it apart and its best epoch's dev metric) and OUT/dev-metrics.png (the dev metrics per epoch "
+        "of all runs; docs/lab.md).",
+    ),
+    "encode": Command("print L2-normalised sentence embeddings, one JSON list per line", add_encode, run_encode),
+    "data": Command("data set commands: fetch", add_data, run_fetch),
+}

@@ -1,4 +1,5 @@
-"""The one typed run configuration, its validation, and the command-line parser generated from it."""
+"""The typed run configuration (Config, its per-task table TaskSettings, the search's Search), the command-line
+flags generated from the dataclasses, and config files merged under the flags given."""
 
 from __future__ import annotations
 
@@ -8,20 +9,84 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mtbert.errors import MtbertError
 from mtbert.outputs import readable_file
 
 TASK_NAMES = ("sst", "para", "sts")
+TASK_TITLES = {"sst": "SST", "para": "Quora", "sts": "STS"}
 
 
-def opt(default: object, doc: str, repeatable: bool = False) -> typing.Any:
-    """A config field with its one-line help text (shown by --help); a repeatable flag given twice or more holds the
-    values joined by commas."""
-    return field(default=default, metadata={"help": doc, "repeatable": repeatable})
+def opt(default: object, doc: str, repeatable: bool = False, bounds: str | None = None) -> Any:
+    """A config field with its one-line help text (shown by --help). `repeatable`: a flag given twice or more holds
+    the values joined by commas. `bounds`: the values allowed, as an interval: "[1, inf)", "[0, 1)", "(0, inf)"."""
+    return field(default=default, metadata={"help": doc, "repeatable": repeatable, "bounds": bounds})
+
+
+def check_bounds(settings: object, prefix: str = "") -> None:
+    """Every float field of a settings dataclass is finite (inf and nan train to nothing but nan) and every field with
+    `bounds` lies within them; a ValueError names the flag (`prefix` + the field's name)."""
+    kinds = typing.get_type_hints(type(settings))
+    for f in dataclasses.fields(settings):
+        value, flag = getattr(settings, f.name), f"--{prefix}{f.name}"
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if kinds[f.name] in (float, float | None) and not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value}")
+        bounds = f.metadata.get("bounds")
+        if bounds is not None and not within(value, bounds):
+            raise ValueError(f"{flag} {describe_bounds(bounds)}, got {value}")
+
+
+def within(value: float, bounds: str) -> bool:
+    low, high = (float(end) for end in bounds[1:-1].split(","))
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[-1] == "]" else value < high
+    return above and below
+
+
+def describe_bounds(bounds: str) -> str:
+    low, high = (float(end) for end in bounds[1:-1].split(","))
+    if math.isinf(high):
+        if bounds[0] == "(":
+            return f"must be above {low:g}"
+        return "must not be negative" if low == 0 else f"must be at least {low:g}"
+    return f"must be in {bounds}"
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """One task's files and loss weight. On the command line and in config files each is the original project's
+    flag, the task's name then the field's: --sst_train, --para_dev_out, --sts_loss_weight."""
+
+    train: str | None = opt(
+        None,
+        "training file (default: the task's file in --data_dir); several: a.csv,b.csv or the flag repeated (a row that "
+        "repeats one of an earlier file is left out, with a warning)",
+        repeatable=True,
+    )
+    dev: str | None = opt(None, "dev file (default: the task's file in --data_dir)")
+    test: str | None = opt(None, "test file (default: the task's file in --data_dir; no test predictions if absent)")
+    dev_out: str = opt("", "where the dev predictions of the best model are written")
+    test_out: str = opt("", "where its test predictions are written")
+    loss_weight: float = opt(1.0, "weight of the task's loss in the summed loss of a step", bounds="[0, inf)")
+
+    @classmethod
+    def default(cls, task: str) -> TaskSettings:
+        """A task's defaults: its files in --data_dir, its predictions where the original project wrote them."""
+        return cls(dev_out=f"predictions/{task}-dev-output.csv", test_out=f"predictions/{task}-test-output.csv")
+
+
+# The flag of each task setting: "sst_train" -> ("sst", "train")
+TASK_FLAGS = {f"{t}_{f.name}": (t, f.name) for t in TASK_NAMES for f in dataclasses.fields(TaskSettings)}
+
+
+def default_tasks() -> dict[str, TaskSettings]:
+    return {t: TaskSettings.default(t) for t in TASK_NAMES}
 
 
 @dataclass(frozen=True)
@@ -40,7 +105,9 @@ class Config:
         "folder for the full training state, saved every epoch (and every --save_every steps); "
         "if it already holds one, training continues from it",
     )
-    save_every: int = opt(0, "also save the training state to --resume every this many optimizer steps (0: off)")
+    save_every: int = opt(
+        0, "also save the training state to --resume every this many optimizer steps (0: off)", bounds="[0, inf)"
+    )
     logdir: str = opt("runs", "TensorBoard log folder")
     tensorboard_subfolder: str | None = opt(None, "a folder inside --logdir for this run's TensorBoard logs")
     smoketest: bool = opt(
@@ -56,41 +123,28 @@ class Config:
     para: bool = opt(False, "train on Quora paraphrase detection")
     sts: bool = opt(False, "train on STS similarity")
     data_dir: str = opt("data", "folder with the CS224N CSV files (see `mtbert data fetch`)")
-    sst_train: str | None = opt(
-        None,
-        "default: DATA_DIR/ids-sst-train.csv; several files: a.csv,b.csv or the flag repeated (a row that repeats one "
-        "of an earlier file is left out, with a warning)",
-        repeatable=True,
+    per_task: dict[str, TaskSettings] = field(
+        default_factory=default_tasks, metadata={"help": "each task's files and loss weight (TaskSettings)"}
     )
-    sst_dev: str | None = opt(None, "default: DATA_DIR/ids-sst-dev.csv")
-    sst_test: str | None = opt(None, "default: DATA_DIR/ids-sst-test-student.csv")
-    para_train: str | None = opt(None, "default: DATA_DIR/quora-train.csv")
-    para_dev: str | None = opt(None, "default: DATA_DIR/quora-dev.csv")
-    para_test: str | None = opt(None, "default: DATA_DIR/quora-test-student.csv (skipped if absent)")
-    sts_train: str | None = opt(None, "default: DATA_DIR/sts-train.csv")
-    sts_dev: str | None = opt(None, "default: DATA_DIR/sts-dev.csv")
-    sts_test: str | None = opt(None, "default: DATA_DIR/sts-test-student.csv")
     synthetic_ratio: float | None = opt(
         None,
         "at most this share of each epoch's examples of a task may be generated rows (rows whose index column reads "
         "`synthetic`, as `mtbert synth` writes them and the original project's ids-sst-train-syn.csv has), drawn "
         "without replacement; the rest are original rows (default: no cap, generated rows count as any other)",
+        bounds="[0, 1]",
     )
-    sst_dev_out: str = opt("predictions/sst-dev-output.csv", "dev predictions for SST")
-    sst_test_out: str = opt("predictions/sst-test-output.csv", "test predictions for SST")
-    para_dev_out: str = opt("predictions/para-dev-output.csv", "dev predictions for Quora")
-    para_test_out: str = opt("predictions/para-test-output.csv", "test predictions for Quora")
-    sts_dev_out: str = opt("predictions/sts-dev-output.csv", "dev predictions for STS")
-    sts_test_out: str = opt("predictions/sts-test-output.csv", "test predictions for STS")
-    max_length: int = opt(128, "sentences are truncated to this many word pieces")
+    max_length: int = opt(128, "sentences are truncated to this many word pieces", bounds="[1, inf)")
     additional_input: bool = opt(
         False,
         "add POS and NER tag embeddings to the input embeddings, as the original project did: spaCy's fine-grained "
         "tags and IOB entity types of every word, given to its word pieces (needs the [tagging] extra, or a "
         "filled --tag_cache)",
     )
-    tag_cache: str | None = opt(None, "folder of the tags of every sentence seen, shared by all runs (default: "
-                                "$XDG_CACHE_HOME/mtbert/tags, ~/.cache/mtbert/tags)")  # fmt: skip
+    tag_cache: str | None = opt(
+        None,
+        "folder of the tags of every sentence seen, shared by all runs (default: $XDG_CACHE_HOME/mtbert/tags, "
+        "~/.cache/mtbert/tags)",
+    )
     # --- speed
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto",
@@ -101,6 +155,7 @@ class Config:
         None,
         "padded tokens per encoder pass: a step's sentences are sorted by length and encoded in chunks of at "
         "most this many (default: 1024 on CPU, 16384 on CUDA)",
+        bounds="[1, inf)",
     )
     unpad: bool = opt(
         False,
@@ -128,7 +183,7 @@ class Config:
         False,
         "recompute each encoder layer's activations in the backward pass instead of keeping them from the forward "
         "pass: the same numbers, a fraction of the activation memory, about a third more compute (a soft --moe "
-        "keeps every expert's activations: see README for its memory with and without)",
+        "keeps every expert's activations: see docs/speed.md for its memory with and without)",
     )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(
@@ -138,45 +193,52 @@ class Config:
         None,
         "learning rate of the shared encoder and pooling (default: 8e-5 for adamw, "
         "4e-5 for Sophia, whose clipped steps move every coordinate by up to lr)",
+        bounds="[0, inf)",
     )
-    head_lr: float | None = opt(None, "learning rate of the task heads (default: --lr)")
-    beta1: float | None = opt(None, "EMA factor of the gradient (default: 0.9 for adamw, 0.965 for Sophia)")
+    head_lr: float | None = opt(None, "learning rate of the task heads (default: --lr)", bounds="[0, inf)")
+    beta1: float | None = opt(
+        None, "EMA factor of the gradient (default: 0.9 for adamw, 0.965 for Sophia)", bounds="[0, 1)"
+    )
     beta2: float | None = opt(
-        None, "EMA factor of the squared gradient (adamw, default 0.999) or of the Hessian estimate (Sophia, 0.99)"
+        None,
+        "EMA factor of the squared gradient (adamw, default 0.999) or of the Hessian estimate (Sophia, 0.99)",
+        bounds="[0, 1)",
     )
     rho: float | None = opt(
         None,
         "Sophia's clipping scale: a coordinate takes a Newton step when |m| < rho * h, else a step of lr "
         "(default: 0.05 for sophiag, 0.01 for sophiah)",
+        bounds="[0, inf)",
     )
-    hess_interval: int = opt(10, "Sophia: optimizer steps between refreshes of the diagonal Hessian estimate")
-    weight_decay: float = opt(0.01, "decoupled weight decay of AdamW")
+    hess_interval: int = opt(
+        10, "Sophia: optimizer steps between refreshes of the diagonal Hessian estimate", bounds="[1, inf)"
+    )
+    weight_decay: float = opt(0.01, "decoupled weight decay of AdamW", bounds="[0, inf)")
     batch_size: int = opt(
         64,
         "examples per task in each step (each step sums the losses of all tasks); with torchrun, the global "
         "batch, split between the processes",
+        bounds="[1, inf)",
     )
-    epochs: int = opt(10, "number of epochs")
-    samples_per_epoch: int = opt(10000, "examples drawn per task and epoch (random, without replacement)")
+    epochs: int = opt(10, "number of epochs", bounds="[1, inf)")
+    samples_per_epoch: int = opt(
+        10000, "examples drawn per task and epoch (random, without replacement)", bounds="[1, inf)"
+    )
     scheduler: Literal["plateau", "cosine", "none"] = opt(
         "plateau", "plateau: halve the lr when the dev score stalls; cosine: decay to 0 over the run"
     )
-    sst_loss_weight: float = opt(1.0, "weight of the SST cross-entropy in the summed loss of a step")
-    para_loss_weight: float = opt(1.0, "weight of the Quora binary cross-entropy in the summed loss of a step")
-    sts_loss_weight: float = opt(
-        1.0,
-        "weight of the STS squared error in the summed loss of a step (the short default of `make train` uses 3: "
-        "STS r rises with it, see README)",
-    )
-    clip: float = opt(0.25, "gradient-norm clipping (0: off)")
+    clip: float = opt(0.25, "gradient-norm clipping (0: off)", bounds="[0, inf)")
     hidden_dropout_prob: float = opt(
-        0.1, "dropout of the encoder's hidden states and in the heads (attention dropout stays the checkpoint's)"
+        0.1,
+        "dropout of the encoder's hidden states and in the heads (attention dropout stays the checkpoint's)",
+        bounds="[0, 1)",
     )
     unfreeze_interval: int = opt(
         0,
         "gradual unfreezing: training starts with the heads, the pooling and the top encoder layer trainable, and "
         "every this many epochs the next layer down joins (the embeddings last), under either --option; the "
         "optimizer and the lr schedule run on. 0: off",
+        bounds="[0, inf)",
     )
     # --- mixture of experts
     moe: bool = opt(
@@ -184,7 +246,9 @@ class Config:
         "a mixture of expert encoders: --moe_experts encoders and a gating encoder, all initialised from the "
         "same checkpoint; the gate's [CLS] pooler output gives each sentence a distribution over the experts",
     )
-    moe_experts: int = opt(3, "--moe: the number of expert encoders (at least 2)")
+    moe_experts: int = opt(
+        3, "--moe: the number of expert encoders (a mixture of one is the plain model)", bounds="[2, inf)"
+    )
     moe_gate: Literal["soft", "hard"] = opt(
         "soft",
         "--moe: soft mixes every expert's sentence embedding by the gate's weights (all experts run); hard sends "
@@ -195,6 +259,7 @@ class Config:
         "--moe: weight of the Switch Transformer's load-balancing loss, K * sum_k f_k * P_k (f_k: the share of a "
         "step's sentences whose top expert is k, P_k: its mean gate weight; 1 when routing is even), added to the "
         "step's loss against a gate that sends every sentence to one expert (0: off)",
+        bounds="[0, inf)",
     )
     # --- diagnostics
     profiler: bool = opt(
@@ -203,15 +268,102 @@ class Config:
         "write the trace under the run's log folder (Perfetto, chrome://tracing, TensorBoard's profiler plugin "
         "open it), print the top operators by self time, then stop profiling",
     )
-    profiler_steps: int = opt(5, "--profiler: the number of steps recorded")
-    # --- hyper-parameter search (mtbert tune, or train --hpo; mtbert.lab.hpo)
+    profiler_steps: int = opt(5, "--profiler: the number of steps recorded", bounds="[1, inf)")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if set(self.per_task) != set(TASK_NAMES) or not all(
+            isinstance(s, TaskSettings) for s in self.per_task.values()
+        ):
+            raise ValueError(f"per_task: one TaskSettings for each of {', '.join(TASK_NAMES)}")
+        for task, settings in self.per_task.items():
+            check_bounds(settings, prefix=f"{task}_")
+        # the rules that link fields
+        if self.optimizer == "adamw" and self.rho is not None:
+            raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
+        if self.graph_steps and self.optimizer != "adamw":
+            raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
+        if self.graph_steps and self.torch_compile == "cudagraphs":
+            raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
+        speed_modes = self.unpad or self.torch_compile != "off" or self.graph_steps
+        for name in ("additional_input", "moe"):  # what the speed modes' single-encoder passes do not carry
+            if getattr(self, name) and speed_modes:
+                raise ValueError(
+                    f"--{name} works with the default passes: leave out --unpad, --torch_compile and --graph_steps"
+                )
+        if self.checkpoint is not None and self.model is not None:
+            raise ValueError("--checkpoint and --model both name a starting point; give one")
+        if self.save_every and self.resume is None:
+            raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
+        if self.unfreeze_interval and self.unfreeze_interval >= self.epochs:
+            raise ValueError(
+                f"--unfreeze_interval {self.unfreeze_interval} with --epochs {self.epochs}: no layer would join before "
+                "training ends; use an interval below --epochs"
+            )
+        if self.unfreeze_interval and self.graph_steps:
+            raise ValueError(
+                "--graph_steps records the step of a fixed set of parameters: leave it out with --unfreeze_interval"
+            )
+        if self.activation_checkpointing and (self.unpad or self.graph_steps):
+            raise ValueError(
+                "--activation_checkpointing works with the padded passes: leave out --unpad and --graph_steps"
+            )
+        if self.moe_balance and not self.moe:
+            raise ValueError("--moe_balance weighs a mixture of experts' routing: use it with --moe")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Config:
+        """A Config from settings named as their flags (`lr`, `sst_train`), as the command line, config files and
+        saved runs hold them; the rest keep their defaults."""
+        plain = {k: v for k, v in settings.items() if k not in TASK_FLAGS}
+        per_task = default_tasks()
+        for name, value in settings.items():
+            if name in TASK_FLAGS:
+                task, key = TASK_FLAGS[name]
+                per_task[task] = replace(per_task[task], **{key: value})
+        return cls(**plain, per_task=per_task)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings named as their flags (the inverse of from_settings): what runs save and compare."""
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "per_task"}
+        return flat | {name: getattr(self.per_task[t], key) for name, (t, key) in TASK_FLAGS.items()}
+
+    def updated(self, **settings: Any) -> Config:
+        """This config with some settings changed, named as their flags (`cfg.updated(sst_train="a.csv", lr=1e-4)`)."""
+        return Config.from_settings(self.settings() | settings)
+
+    @property
+    def learning_rate(self) -> float:
+        """--lr, or the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The active tasks: those flagged, or all three when none is."""
+        chosen = tuple(t for t in TASK_NAMES if getattr(self, t))
+        return chosen or TASK_NAMES
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Task -> weight of its loss in the sum a step minimises, for the active tasks."""
+        return {t: self.per_task[t].loss_weight for t in self.tasks}
+
+
+DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
+
+
+@dataclass(frozen=True)
+class Search:
+    """The settings of a hyper-parameter search (`mtbert tune`, `train --hpo`; mtbert.lab.hpo), not of the trainings
+    it runs."""
+
     hpo: bool = opt(
         False,
         "search hyper-parameters instead of training once: --hpo_trials trainings of these settings with values "
         "drawn by Optuna, each scored by its mean dev score every epoch, the poor ones stopped early by "
         "asynchronous HyperBand (ASHA); on Ray Tune (needs the [hpo] extra)",
     )
-    hpo_trials: int = opt(16, "--hpo: the number of trials")
+    hpo_trials: int = opt(16, "--hpo: the number of trials", bounds="[1, inf)")
     hpo_space: str | None = opt(
         None,
         "--hpo: YAML or JSON file of the settings to search, `name: {loguniform: [low, high]}` (or uniform, int, "
@@ -223,9 +375,13 @@ class Config:
         "--hpo: the search's folder: Ray's state, each trial's log and history, the table of trials, the best "
         "configuration and the best trial's model. Running the same command again resumes an interrupted search",
     )
-    hpo_cpus_per_trial: float = opt(1.0, "--hpo: CPU cores per trial (trials run side by side on what is free)")
+    hpo_cpus_per_trial: float = opt(
+        1.0, "--hpo: CPU cores per trial (trials run side by side on what is free)", bounds="(0, inf)"
+    )
     hpo_gpus_per_trial: float | None = opt(
-        None, "--hpo: GPUs per trial, fractions allowed (0.5: two trials share a GPU); default 1 with --use_gpu, else 0"
+        None,
+        "--hpo: GPUs per trial, fractions allowed (0.5: two trials share a GPU); default 1 with --use_gpu, else 0",
+        bounds="[0, inf)",
     )
     ray_address: str | None = opt(
         None,
@@ -234,147 +390,129 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        for name, kind in typing.get_type_hints(Config).items():  # inf and nan train to nothing but nan
-            value = getattr(self, name)
-            if kind in (float, float | None) and value is not None and not math.isfinite(value):
-                raise ValueError(f"--{name} must be a finite number, got {value}")
-        if self.optimizer == "adamw" and self.rho is not None:
-            raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
-        if self.graph_steps and self.optimizer != "adamw":
-            raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
-        if self.graph_steps and self.torch_compile == "cudagraphs":
-            raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
-        speed_modes = self.unpad or self.torch_compile != "off" or self.graph_steps
-        for name in ("additional_input", "moe"):  # what the speed modes' single-encoder passes do not carry
-            if getattr(self, name) and speed_modes:
-                raise ValueError(f"--{name} works with the default passes: leave out --unpad, --torch_compile and "
-                                 "--graph_steps")  # fmt: skip
-        if self.checkpoint is not None and self.model is not None:
-            raise ValueError("--checkpoint and --model both name a starting point; give one")
-        if self.save_every < 0:
-            raise ValueError(f"--save_every must not be negative, got {self.save_every}")
-        if self.save_every and self.resume is None:
-            raise ValueError("--save_every needs --resume DIR: the folder the training state is saved to")
-        for name in ("batch_size", "epochs", "samples_per_epoch", "max_length", "hess_interval", "chunk_tokens",
-                     "profiler_steps", "hpo_trials"):  # fmt: skip
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "head_lr", "weight_decay", "clip", "rho", "unfreeze_interval", "moe_balance",
-                     "hpo_gpus_per_trial", *(f"{t}_loss_weight" for t in TASK_NAMES)):  # fmt: skip
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"--{name} must not be negative, got {value}")
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise ValueError(f"--{name} must be in [0, 1), got {value}")
-        if self.unfreeze_interval and self.unfreeze_interval >= self.epochs:
-            raise ValueError(f"--unfreeze_interval {self.unfreeze_interval} with --epochs {self.epochs}: no layer "
-                             "would join before training ends; use an interval below --epochs")  # fmt: skip
-        if self.unfreeze_interval and self.graph_steps:
-            raise ValueError("--graph_steps records the step of a fixed set of parameters: leave it out with "
-                             "--unfreeze_interval")  # fmt: skip
-        if self.moe_experts < 2:
-            raise ValueError(f"--moe_experts must be at least 2 (a mixture of one is the plain model), got "
-                             f"{self.moe_experts}")  # fmt: skip
-        if self.activation_checkpointing and (self.unpad or self.graph_steps):
-            raise ValueError("--activation_checkpointing works with the padded passes: leave out --unpad and "
-                             "--graph_steps")  # fmt: skip
-        if self.moe_balance and not self.moe:
-            raise ValueError("--moe_balance weighs a mixture of experts' routing: use it with --moe")
-        search = [f"--{f.name}" for f in dataclasses.fields(Config)
-                  if f.name in SEARCH_FIELDS and f.name != "hpo" and getattr(self, f.name) != f.default]  # fmt: skip
-        if search and not self.hpo:
-            raise ValueError(f"{', '.join(search)}: settings of a search; add --hpo (or run `mtbert tune`)")
-        if self.hpo and self.resume is not None:
-            raise ValueError("--hpo with --resume: every trial keeps its own training state in --hpo_dir, and the "
-                             "same command resumes an interrupted search; leave out --resume")  # fmt: skip
-        if self.hpo_cpus_per_trial <= 0:
-            raise ValueError(f"--hpo_cpus_per_trial must be above 0, got {self.hpo_cpus_per_trial}")
-        if self.synthetic_ratio is not None and not 0 <= self.synthetic_ratio <= 1:
-            raise ValueError(f"--synthetic_ratio must be in [0, 1], got {self.synthetic_ratio}")
-        if not 0 <= self.hidden_dropout_prob < 1:
-            raise ValueError(f"--hidden_dropout_prob must be in [0, 1), got {self.hidden_dropout_prob}")
+        check_bounds(self)
+        given = [
+            f"--{f.name}" for f in dataclasses.fields(self) if f.name != "hpo" and getattr(self, f.name) != f.default
+        ]
+        if given and not self.hpo:
+            raise ValueError(f"{', '.join(given)}: settings of a search; add --hpo (or run `mtbert tune`)")
 
-    @property
-    def learning_rate(self) -> float:
-        """--lr, or the optimizer's default."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        """Task -> weight of its loss in the sum a step minimises, for the active tasks."""
-        return {t: getattr(self, f"{t}_loss_weight") for t in self.tasks}
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        """The active tasks: those flagged, or all three when none is."""
-        chosen = tuple(t for t in TASK_NAMES if getattr(self, t))
-        return chosen or TASK_NAMES
-
-    @property
-    def gpus_per_trial(self) -> float:
+    def gpus_per_trial(self, use_gpu: bool) -> float:
         """--hpo_gpus_per_trial, or its default: 1 with --use_gpu, else 0."""
         if self.hpo_gpus_per_trial is not None:
             return self.hpo_gpus_per_trial
-        return 1.0 if self.use_gpu else 0.0
+        return 1.0 if use_gpu else 0.0
 
 
-DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
-# The settings of a search (mtbert.lab.hpo), not of the trainings it runs
-SEARCH_FIELDS = ("hpo", "hpo_trials", "hpo_space", "hpo_dir", "hpo_cpus_per_trial", "hpo_gpus_per_trial", "ray_address")
+# --- flags
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field, named as the field; types, choices and help come from the dataclass. And
-    --config FILE, whose values stand before the command line's flags (see config_file_flags)."""
+@dataclass(frozen=True)
+class Flag:
+    """A setting as a flag: its name (the field's, or a task's `sst_train`), value type, default and help."""
+
+    name: str
+    kind: Any
+    default: Any
+    help: str
+    repeatable: bool = False
+
+
+def flags_of(settings: type) -> dict[str, Flag]:
+    """Name -> flag of every setting of a settings dataclass; Config's task table gives a flag per task and field."""
+    kinds = typing.get_type_hints(settings)
+    found: dict[str, Flag] = {}
+    for f in dataclasses.fields(settings):
+        if f.name == "per_task":
+            task_kinds = typing.get_type_hints(TaskSettings)
+            for name, (task, key) in TASK_FLAGS.items():
+                tf = TaskSettings.__dataclass_fields__[key]
+                default = getattr(TaskSettings.default(task), key)
+                found[name] = Flag(
+                    name,
+                    task_kinds[key],
+                    default,
+                    f"{TASK_TITLES[task]}: {tf.metadata['help']}",
+                    tf.metadata["repeatable"],
+                )
+            continue
+        found[f.name] = Flag(f.name, kinds[f.name], f.default, f.metadata["help"], f.metadata.get("repeatable", False))
+    return found
+
+
+def value_type(kind: Any) -> Any:
+    """A flag's value type without `| None`: bool, int, float, str, or a Literal."""
+    if isinstance(kind, types.UnionType):
+        return next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
+
+
+def add_config_argument(
+    parser: argparse.ArgumentParser, name: str, settings: type = Config, with_default: bool = False
+) -> None:
+    """The flag of one setting of `settings`. A flag not given leaves no attribute (the dataclass gives the default),
+    so that a config file's value stands unless the command line gives the flag; `with_default`: it holds the
+    default (a command that reads the flag itself, sharing a setting with training, as --precision)."""
+    flag = flags_of(settings)[name]
+    kind = value_type(flag.kind)
+    kwargs: dict = {"default": flag.default if with_default else argparse.SUPPRESS, "help": flag.help}
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(kind) is Literal:
+        kwargs["choices"] = typing.get_args(kind)
+    else:
+        kwargs["type"] = kind
+        kwargs["metavar"] = name.upper()
+    if flag.default not in (None, ""):
+        kwargs["help"] += f" (default: {flag.default})"
+    if flag.repeatable:
+        kwargs["action"] = JoinRepeated
+    parser.add_argument(f"--{name}", **kwargs)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, settings: type = Config) -> None:
+    """One flag per setting of `settings`, named as the field; types, choices and help come from the dataclass."""
+    for name in flags_of(settings):
+        add_config_argument(parser, name, settings)
+
+
+def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
         help="YAML or JSON file of settings, `field: value` with the flag names below (without --), or a saved "
         "model's mtbert.json to train with its run's settings; flags on the command line override it",
     )
-    for f in dataclasses.fields(Config):
-        add_config_argument(parser, f.name)
-
-
-def add_config_argument(parser: argparse.ArgumentParser, name: str, settings: type = None) -> None:
-    """The flag of one field of `settings` (default Config; also used by commands that share a setting with
-    training, as --precision); its type, choices, default and help come from the dataclass."""
-    settings = settings or Config
-    f = next(f for f in dataclasses.fields(settings) if f.name == name)
-    kind = typing.get_type_hints(settings)[name]
-    kwargs: dict = {"default": f.default, "help": f.metadata["help"]}
-    if kind is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif typing.get_origin(kind) is Literal:
-        kwargs["choices"] = typing.get_args(kind)
-    else:
-        if isinstance(kind, types.UnionType):  # `X | None`
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        kwargs["type"] = kind
-        kwargs["metavar"] = name.upper()
-    if f.default is not None and kind is not bool:
-        kwargs["help"] += f" (default: {f.default})"
-    if f.metadata.get("repeatable"):
-        kwargs["action"] = JoinRepeated
-    parser.add_argument(f"--{name}", **kwargs)
 
 
 class JoinRepeated(argparse.Action):
     """A flag given more than once (`--sst_train a.csv --sst_train b.csv`) holds its values joined by commas."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        before = getattr(namespace, self.dest)
-        given = namespace.__dict__.setdefault("_repeated", set())  # the default is not a value given
-        setattr(namespace, self.dest, f"{before},{values}" if self.dest in given and before else values)
-        given.add(self.dest)
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{before},{values}" if before else values)
 
 
-def config_file_flags(path: str | Path) -> list[str]:
-    """The flags that a --config file stands for. The file is a YAML or JSON mapping of Config field names to values
-    (null keeps a field's default), or an mtbert.json written with a saved model, whose "config" holds the settings
-    of the run that trained it. Each value is checked as its flag would be; an error names the file and the field."""
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: type = Config) -> Any:
+    """The settings dataclass `settings` (Config, Search, or another command's) from parsed flags: the defaults, then
+    the --config file's values (if the command has one), then the flags given. A failed check becomes a parser
+    error (exit code 2) naming the flag, and the file when the value came from it."""
+    names = flags_of(settings)
+    given = {k: v for k, v in vars(args).items() if k in names}
+    path = getattr(args, "config", None)
+    from_file = {k: v for k, v in read_config_file(path).items() if k in names} if path else {}
+    values = from_file | given
+    try:
+        return settings.from_settings(values) if settings is Config else settings(**values)
+    except ValueError as e:
+        named = [k for k in from_file if k not in given and f"--{k} " in f"{e} "]
+        parser.error(f"{path}: {e}" if named else str(e))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The settings of a --config file: a YAML or JSON mapping of flag names (without --) to values (null keeps a
+    setting's default), or an mtbert.json written with a saved model, whose "config" holds the settings of the run
+    that trained it. Each value is converted and checked as its flag's would be; an error names the file and key."""
     path = readable_file("--config", path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -383,56 +521,48 @@ def config_file_flags(path: str | Path) -> list[str]:
     settings = parse_mapping(path, text)
     if isinstance(settings.get("config"), dict) and "encoder" in settings:  # a saved model's mtbert.json
         settings = settings["config"]
-    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
+    known = flags_of(Config) | flags_of(Search)
+    unknown = sorted(map(str, set(settings) - set(known)))
     if unknown:
         raise MtbertError(
-            f"{path}: unknown setting(s) {', '.join(map(str, unknown))}; the settings are the flags of "
-            "`mtbert train --help`, without the leading --"
+            f"{path}: unknown setting(s) {', '.join(unknown)}; the settings are the flags of `mtbert train --help`, "
+            "without the leading --"
         )
-    checker = argparse.ArgumentParser(exit_on_error=False)
-    for name in settings:
-        add_config_argument(checker, name)
-    kinds = typing.get_type_hints(Config)
-    flags: list[str] = []
-    for name, value in settings.items():
-        if value is None:
-            continue
-        if kinds[name] is bool:
-            if not isinstance(value, bool):
-                raise MtbertError(f"{path}: {name}: expected true or false, got {value!r}")
-            flags.append(f"--{name}" if value else f"--no-{name}")
-            continue
-        if isinstance(value, bool | dict | list):
-            raise MtbertError(f"{path}: {name}: expected a value of --{name}, got {value!r}")
-        try:
-            checker.parse_args([f"--{name}", str(value)])
-        except argparse.ArgumentError as e:
-            raise MtbertError(f"{path}: {name}: {e.message}") from None
-        flags += [f"--{name}", str(value)]
-    return flags
+    return {name: file_value(path, known[name], value) for name, value in settings.items() if value is not None}
 
 
-def drop_flags(flags: list[str], names: set[str]) -> list[str]:
-    """`flags` without those named in `names` (each with its value): a config file's settings that the command line
-    gives again, so that a repeatable flag takes the command line's value instead of adding to the file's."""
-    kept: list[str] = []
-    skip_value = False
-    for flag in flags:
-        if skip_value and not flag.startswith("--"):
-            skip_value = False
-            continue
-        skip_value = flag in names
-        if not skip_value:
-            kept.append(flag)
-    return kept
+def file_value(path: Path, flag: Flag, value: Any) -> Any:
+    """A config file's value of `flag`, of the flag's type (YAML reads 1e-5, without a dot, as a string)."""
+    kind = value_type(flag.kind)
+    where = f"{path}: {flag.name}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise MtbertError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if flag.repeatable and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    if isinstance(value, bool | dict | list):
+        raise MtbertError(f"{where}: expected a value of --{flag.name}, got {value!r}")
+    if typing.get_origin(kind) is Literal:
+        if value not in typing.get_args(kind):
+            raise MtbertError(f"{where}: invalid choice: {value!r} (choose from {', '.join(typing.get_args(kind))})")
+        return value
+    try:
+        converted = kind(str(value)) if kind is not str else str(value)
+    except ValueError:
+        raise MtbertError(f"{where}: invalid {kind.__name__} value: {str(value)!r}") from None
+    return converted
 
 
 def changed_settings(saved: dict, cfg: Config, ignore: set[str] | frozenset = frozenset()) -> list[str]:
-    """The settings of `cfg` that differ from `saved` (a Config as a dict, as saved with a run), as `--name old ->
-    new`, leaving out `ignore`. A setting newer than `saved` counts as its default there."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    return [f"--{k} {saved.get(k, defaults[k])} -> {v}" for k, v in dataclasses.asdict(cfg).items()
-            if k not in ignore and saved.get(k, defaults[k]) != v]  # fmt: skip
+    """The settings of `cfg` that differ from `saved` (settings as a run saved them, see Config.settings), as
+    `--name old -> new`, leaving out `ignore`. A setting newer than `saved` counts as its default there."""
+    defaults = Config().settings()
+    return [
+        f"--{k} {saved.get(k, defaults[k])} -> {v}"
+        for k, v in cfg.settings().items()
+        if k not in ignore and saved.get(k, defaults[k]) != v
+    ]
 
 
 def parse_mapping(path: Path, text: str) -> dict:
@@ -454,13 +584,3 @@ def parse_mapping(path: Path, text: str) -> dict:
     if not isinstance(settings, dict):
         raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
     return settings
-
-
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: type = None) -> typing.Any:
-    """Builds the Config (or another dataclass of `settings`, as mtbert.lab.synth_config's) from parsed flags; a failed
-    check becomes a parser error (exit code 2)."""
-    settings = settings or Config
-    try:
-        return settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings)})
-    except ValueError as e:
-        parser.error(str(e))

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,3 +120,20 @@ def lock_all(paths: list[tuple[str, Path]]) -> contextlib.ExitStack:
         stack.close()
         raise
     return stack
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes a file so that a crash leaves either the old or the new content, never a half-written file; the
+    temporary copy a crash left behind is removed on the next write."""
+    clear_stale(path.parent, temp_prefix(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        user_permissions(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -12,8 +12,8 @@ import torch
 from mtbert.accel.passes import PassInputs, ShapedPasses
 from mtbert.data.task_data import TaskData
 from mtbert.errors import MtbertError
+from mtbert.inference.precision import autocast
 from mtbert.model.multitask import MultitaskModel, batch_sentences, batch_sizes
-from mtbert.train.precision import autocast
 from mtbert.train.step import backward_and_update, step_batch, task_losses
 
 
@@ -111,8 +111,10 @@ class GraphSteps:
             with torch.cuda.graph(shape.graph, pool=self.pool):
                 shape.losses = self._step(shape, sizes)  # recorded, not run
         except RuntimeError as e:  # an operation that cannot be recorded (one that waits for the GPU, say)
-            raise MtbertError(f"--graph_steps: a training step could not be recorded as a CUDA graph ({e}); "
-                              "train without --graph_steps") from e  # fmt: skip
+            raise MtbertError(
+                f"--graph_steps: a training step could not be recorded as a CUDA graph ({e}); "
+                "train without --graph_steps"
+            ) from e
         return losses
 
     def _step(self, shape: RecordedShape, sizes: dict[str, list[int]]) -> torch.Tensor:

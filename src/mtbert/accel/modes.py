@@ -31,11 +31,17 @@ def speed_for(cfg: Config) -> Speed:
         model.passes = ShapedPasses(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)
         if cfg.torch_compile != "off":
             model.passes.compile(model)
-            log.info("--torch_compile %s: the first step and the first evaluation compile the encoder (cached for "
-                     "later runs)", cfg.torch_compile)  # fmt: skip
+            log.info(
+                "--torch_compile %s: the first step and the first evaluation compile the encoder (cached for "
+                "later runs)",
+                cfg.torch_compile,
+            )
         if cfg.graph_steps and model.device.type != "cuda":
             slow = "" if cfg.unpad else " (padded to the step's longest, which is slow on a CPU; add --unpad)"
-            log.warning("--graph_steps records CUDA graphs, and this run is on the CPU: its steps run eagerly, each "
-                        "as one pass of all its sentences%s", slow)  # fmt: skip
+            log.warning(
+                "--graph_steps records CUDA graphs, and this run is on the CPU: its steps run eagerly, each "
+                "as one pass of all its sentences%s",
+                slow,
+            )
 
     return Speed(tune=tune_kernels, prepare=prepare, steps=GraphSteps if cfg.graph_steps else None)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mtbert.errors import MtbertError
-from mtbert.outputs import clear_stale, temp_prefix, user_permissions
+from mtbert.outputs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +121,15 @@ def merge_examples(parts: list[Examples]) -> Examples:
     seen: set[tuple] = set()
     keep: list[Examples] = []
     for part in parts:
-        keys = [(part.ids[i], *(c[i] for c in part.texts), part.labels[i] if part.labels is not None else None)
-                for i in range(len(part))]  # fmt: skip
+        keys = [
+            (part.ids[i], *(c[i] for c in part.texts), part.labels[i] if part.labels is not None else None)
+            for i in range(len(part))
+        ]
         fresh = [i for i, key in enumerate(keys) if key not in seen]
         if len(fresh) < len(part):
-            log.warning("%s: left out %d row(s) that an earlier file of the task already has", part.path,
-                        len(part) - len(fresh))  # fmt: skip
+            log.warning(
+                "%s: left out %d row(s) that an earlier file of the task already has", part.path, len(part) - len(fresh)
+            )
         seen.update(keys)
         keep.append(part.take(fresh))
     labels = [p.labels for p in keep]
@@ -170,20 +171,3 @@ def write_predictions(path: str | Path, header: str, ids: list[str], predictions
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"id \t {header} \n"] + [f"{i} , {p} \n" for i, p in zip(ids, predictions.tolist(), strict=True)]
     atomic_write_bytes(path, "".join(lines).encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes a file so that a crash leaves either the old or the new content, never a half-written file; the
-    temporary copy a crash left behind is removed on the next write."""
-    clear_stale(path.parent, temp_prefix(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        user_permissions(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

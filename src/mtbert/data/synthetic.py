@@ -14,8 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtbert.data.files import SYNTHETIC, atomic_write_bytes
+from mtbert.data.files import SYNTHETIC
 from mtbert.model.tasks import SENTIMENT_NAMES
+from mtbert.outputs import atomic_write_bytes
 
 Row = tuple[str, int]  # (sentence, label 0..4)
 LABEL_WORDS = SENTIMENT_NAMES  # the control prefix of each label: its name

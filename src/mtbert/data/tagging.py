@@ -12,9 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mtbert.data.files import atomic_write_bytes
 from mtbert.errors import MtbertError
-from mtbert.outputs import Lock
+from mtbert.outputs import Lock, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +150,10 @@ class Tagger:
             if found is None:
                 raise
         if vocab is not None and vocab.tagger != found.tagger:
-            raise MtbertError(f"the model's tags come from {vocab.tagger}, this machine's tagger is {found.tagger}: "
-                              "install that spaCy and model version, or use a --tag_cache filled by it")  # fmt: skip
+            raise MtbertError(
+                f"the model's tags come from {vocab.tagger}, this machine's tagger is {found.tagger}: "
+                "install that spaCy and model version, or use a --tag_cache filled by it"
+            )
         self.vocab = found
         self.cache = TagCache(root, found)
         self.calls = 0  # sentences sent to spaCy
@@ -165,8 +166,14 @@ class Tagger:
                 load_spacy()  # raises the one-line error: these sentences are not in the cache
             new = {}
             docs = self.nlp.pipe(missing, batch_size=256)
-            for text, doc in tqdm(zip(missing, docs, strict=True), total=len(missing), desc="tagging", unit="sentence",
-                                  disable=None, leave=False):  # fmt: skip
+            for text, doc in tqdm(
+                zip(missing, docs, strict=True),
+                total=len(missing),
+                desc="tagging",
+                unit="sentence",
+                disable=None,
+                leave=False,
+            ):
                 new[text] = [(t.idx, t.idx + len(t.text), t.tag_, ner_tag(t)) for t in doc]
             self.calls += len(missing)
             self.cache.add(new)

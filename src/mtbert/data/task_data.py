@@ -12,7 +12,7 @@ import torch
 from mtbert.data.fetch import fetch
 from mtbert.data.files import Examples, merge_examples, read_examples
 from mtbert.data.tagging import Tagger
-from mtbert.model.multitask import Tags
+from mtbert.model.tags import Tags
 from mtbert.model.tasks import TASKS, TaskSpec
 from mtbert.model.tokenizer import Tokenizer
 
@@ -77,5 +77,6 @@ def fetch_data(source: str | None, dest: Path) -> list[Path]:
             path, spec.text_columns, spec.label_column, spec.parse_label, require_labels=split != "test"
         )
 
-    return fetch({spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files},
-                 source, dest)  # fmt: skip
+    return fetch(
+        {spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files}, source, dest
+    )

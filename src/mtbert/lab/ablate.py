@@ -13,7 +13,6 @@ A rerun skips finished runs and continues a stopped one from its --resume state.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -30,9 +29,14 @@ from mtbert.lab.runs import run_config, saved_settings
 log = logging.getLogger(__name__)
 ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe")
 # Each row's flags, set on top of the shared ones; the synthetic row's file comes from --synthetic_train.
-ROW_FLAGS = {"baseline": {}, "tagging": {"additional_input": True}, "synthetic": {"sst_train": None},
-             "sophiah": {"optimizer": "sophiah", "lr": None}, "unfreeze": {"unfreeze_interval": 1},
-             "moe": {"moe": True}}  # fmt: skip
+ROW_FLAGS = {
+    "baseline": {},
+    "tagging": {"additional_input": True},
+    "synthetic": {"sst_train": None},
+    "sophiah": {"optimizer": "sophiah", "lr": None},
+    "unfreeze": {"unfreeze_interval": 1},
+    "moe": {"moe": True},
+}
 SYNTHETIC_FILE = "ids-sst-train-syn.csv"  # the original project's GPT-2 file: the SST rows, then generated ones
 
 
@@ -74,19 +78,22 @@ class AblationResult:
 
 def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
     """Each row's flags; a row's flag set among the shared ones would blur the comparison, so it is refused."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    defaults, settings = Config().settings(), base.settings()
     row_flags = {flag for flags in ROW_FLAGS.values() for flag in flags} - {"lr"}  # lr: the shared one stands
     for flag in sorted(row_flags):
-        if getattr(base, flag) != defaults[flag]:
-            raise MtbertError(f"--{flag} sets a row of the ablation: leave it out of the shared flags (--rows picks "
-                              "the rows)")  # fmt: skip
+        if settings[flag] != defaults[flag]:
+            raise MtbertError(
+                f"--{flag} sets a row of the ablation: leave it out of the shared flags (--rows picks the rows)"
+            )
     synthetic = ablation.synthetic_train or str(Path(base.data_dir) / SYNTHETIC_FILE)
     changes = {name: dict(ROW_FLAGS[name]) for name in ablation.row_names}
     if "synthetic" in changes:
         for path in synthetic.split(","):
             if not Path(path.strip()).is_file():
-                raise MtbertError(f"--synthetic_train {path}: no such file (the synthetic row trains on it; write one "
-                                  "with `mtbert synth`, or leave the row out with --rows)")  # fmt: skip
+                raise MtbertError(
+                    f"--synthetic_train {path}: no such file (the synthetic row trains on it; write one "
+                    "with `mtbert synth`, or leave the row out with --rows)"
+                )
         changes["synthetic"]["sst_train"] = synthetic
     if "tagging" in changes and importlib.util.find_spec("spacy") is None:
         raise MtbertError("the tagging row needs spaCy: pip install 'mtbert[tagging]' (or leave it out with --rows)")
@@ -95,23 +102,24 @@ def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
 
 def check_same_ablation(root: Path, base: Config) -> None:
     """The first run writes the shared settings to ablation.json; a rerun must have the same ones."""
-    saved = saved_settings(root / "ablation.json", {"config": dataclasses.asdict(base)})
+    saved = saved_settings(root / "ablation.json", {"config": base.settings()})
     if saved is None:
         return
     changed = changed_settings(saved["config"], base)
     if changed:
-        raise MtbertError(f"--ablate_dir {root} holds an ablation with other shared flags ({'; '.join(changed)}); use "
-                          "the same flags to continue it, or another --ablate_dir")  # fmt: skip
+        raise MtbertError(
+            f"--ablate_dir {root} holds an ablation with other shared flags ({'; '.join(changed)}); use "
+            "the same flags to continue it, or another --ablate_dir"
+        )
 
 
 def ablate(base: Config, ablation: Ablation) -> AblationResult:
     """Trains every row's runs that have not finished (seed by seed, so that a stopped ablation has whole seeds),
     then writes the table and the plots."""
-    from mtbert.accel.modes import speed_for
-    from mtbert.train.loop import train
+    from mtbert.fitting import fit
 
-    if base.hpo or base.resume is not None:
-        raise MtbertError("--hpo and --resume do not go with mtbert ablate (it resumes its own runs)")
+    if base.resume is not None:
+        raise MtbertError("--resume does not go with mtbert ablate (it resumes its own runs)")
     root = Path(ablation.ablate_dir)
     changes = row_changes(base, ablation)
     check_same_ablation(root, base)
@@ -130,10 +138,11 @@ def ablate(base: Config, ablation: Ablation) -> AblationResult:
         log.info("ablation run %d/%d: %s, seed %d (%s)", n, len(runs), name, seed, flags)
         started = time.perf_counter()
         try:
-            best = train(cfg, speed=speed_for(cfg))
+            best = fit(cfg)
         except KeyboardInterrupt:
-            raise Interrupted(f"ablation stopped in run {n}/{len(runs)} ({name}, seed {seed}); the same command "
-                              "continues it") from None  # fmt: skip
+            raise Interrupted(
+                f"ablation stopped in run {n}/{len(runs)} ({name}, seed {seed}); the same command continues it"
+            ) from None
         minutes = (time.perf_counter() - started) / 60
         (folder / "done.json").write_text(json.dumps({"best": best, "minutes": minutes}, indent=2) + "\n")
         shutil.rmtree(folder / "state", ignore_errors=True)
@@ -141,15 +150,19 @@ def ablate(base: Config, ablation: Ablation) -> AblationResult:
             shutil.rmtree(folder / "model", ignore_errors=True)
         log.info("ablation run %d/%d done in %.1f min: mean dev score %.3f", n, len(runs), minutes, best["mean"])
         trained += 1
-    groups = {name: find_runs([root / name / f"seed-{base.seed + k}" / "runs" for k in range(ablation.seeds)])
-              for name in changes}  # fmt: skip
+    groups = {
+        name: find_runs([root / name / f"seed-{base.seed + k}" / "runs" for k in range(ablation.seeds)])
+        for name in changes
+    }
     for name, group in groups.items():  # a run's whole wall time (loading, test predictions), not its log's span
         for k, run in enumerate(group):
             run.seconds = 60 * json.loads((root / name / f"seed-{base.seed + k}" / "done.json").read_text())["minutes"]
     picture = plot(groups, root / "dev-metrics.png")
     table = root / "ablation.md"
-    head = (f"# Ablation: {len(changes)} rows x {ablation.seeds} seeds ({base.epochs} epochs x "
-            f"{base.samples_per_epoch} samples per task)\n\n")  # fmt: skip
+    head = (
+        f"# Ablation: {len(changes)} rows x {ablation.seeds} seeds ({base.epochs} epochs x "
+        f"{base.samples_per_epoch} samples per task)\n\n"
+    )
     text = markdown(groups, baseline="baseline" if "baseline" in groups else None)
     table.write_text(head + text + f"\n![dev metrics per epoch]({picture.name})\n", encoding="utf-8")
     return AblationResult(table, picture, trained)

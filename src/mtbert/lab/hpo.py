@@ -1,7 +1,7 @@
 """Hyper-parameter search: trials of the one training loop on Ray Tune, drawn by Optuna, stopped early by ASHA.
 
-`search(cfg)` runs a `ray.tune.Tuner` over `run_trial`, which trains `replace(cfg, **drawn values)` with
-`mtbert.train.loop.train` and reports every epoch's dev metrics; Optuna's sampler (Ray's OptunaSearch) draws each
+`search(cfg, settings)` runs a `ray.tune.Tuner` over `run_trial`, which trains `cfg.updated(**drawn values)` with
+`mtbert.fit` and reports every epoch's dev metrics; Optuna's sampler (Ray's OptunaSearch) draws each
 trial's values from the search space, and asynchronous HyperBand (ASHAScheduler) stops the trials whose mean dev
 score trails at an epoch. Ray places the trials on a Ray instance of this machine, or on the machines of a running
 cluster (--ray_address); mtbert runs no scheduler of its own. Everything lives in --hpo_dir:
@@ -17,7 +17,6 @@ cluster (--ray_address); mtbert runs no scheduler of its own. Everything lives i
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -26,19 +25,24 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtbert.config import SEARCH_FIELDS, Config, changed_settings
+from mtbert.config import TASK_NAMES, Config, Search, changed_settings
+from mtbert.data.task_files import split_file, split_files
 from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.runs import append_history, read_history, run_config, saved_settings
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
-from mtbert.model.tasks import TASKS
 from mtbert.outputs import lock_all, readable_file, writable_dir
-from mtbert.train.loop import SMOKE, run_name, task_file, train, train_files
+from mtbert.train.setup import SMOKE, run_name
 
 log = logging.getLogger(__name__)
 METRIC = "mean"  # the mean dev score of the tasks, as `train` reports it every epoch
 # Path settings, made absolute for the trials (which Ray runs in other folders, and on other machines)
-PATHS = ("model", "checkpoint", "data_dir", "tag_cache",
-         *(f"{t}_{s}" for t in TASKS for s in ("train", "dev", "test")))  # fmt: skip
+PATHS = (
+    "model",
+    "checkpoint",
+    "data_dir",
+    "tag_cache",
+    *(f"{t}_{s}" for t in TASK_NAMES for s in ("train", "dev", "test")),
+)
 
 
 @dataclass
@@ -68,38 +72,39 @@ class SearchResult:
     best_model: Path  # the best trial's saved model folder
 
 
-def search(cfg: Config) -> SearchResult:
-    """Runs (or resumes) the search that `cfg` describes; see the module's docstring."""
+def search(cfg: Config, settings: Search) -> SearchResult:
+    """Runs (or resumes) the search of `settings` over trainings of `cfg`; see the module's docstring."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MtbertError("--hpo places its trials with Ray: start the search with mtbert or python, not torchrun")
-    tune, ray, OptunaSearch, ASHAScheduler = import_ray(cfg.ray_address)
+    tune, ray, OptunaSearch, ASHAScheduler = import_ray(settings.ray_address)
     epochs = SMOKE["epochs"] if cfg.smoketest else cfg.epochs
-    space = read_space(cfg.hpo_space, cfg) if cfg.hpo_space else default_space(cfg)
-    if not cfg.hpo_space:
+    space = read_space(settings.hpo_space, cfg) if settings.hpo_space else default_space(cfg)
+    if not settings.hpo_space:
         check_space(space, cfg, where="the default search space")
     base = trial_base(cfg)
-    root = writable_dir("--hpo_dir", Path(cfg.hpo_dir).resolve())
+    root = writable_dir("--hpo_dir", Path(settings.hpo_dir).resolve())
     with lock_all([("--hpo_dir", root / "search")]):  # one driver per search
-        check_same_search(root, base, space, cfg.hpo_trials)
-        start_ray(ray, cfg.ray_address)
+        check_same_search(root, base, space, settings.hpo_trials)
+        start_ray(ray, settings.ray_address)
         try:
-            resources = {"cpu": cfg.hpo_cpus_per_trial, "gpu": cfg.gpus_per_trial}
+            resources = {"cpu": settings.hpo_cpus_per_trial, "gpu": settings.gpus_per_trial(cfg.use_gpu)}
             trainable = tune.with_resources(tune.with_parameters(run_trial, base=base, root=str(root)), resources)
             experiment = root / "ray"
             if tune.Tuner.can_restore(str(experiment)):
                 log.info("resuming the search in %s", root)
                 tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True)
             else:
-                log.info("searching %d trials of %d epochs over %s", cfg.hpo_trials, epochs, describe(space))
-                scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=1,
-                                          reduction_factor=2)  # fmt: skip
+                log.info("searching %d trials of %d epochs over %s", settings.hpo_trials, epochs, describe(space))
+                scheduler = ASHAScheduler(
+                    time_attr="training_iteration", max_t=epochs, grace_period=1, reduction_factor=2
+                )
                 tuner = tune.Tuner(
                     trainable,
                     param_space=to_tune(space),
                     tune_config=tune.TuneConfig(
                         metric=METRIC,
                         mode="max",
-                        num_samples=cfg.hpo_trials,
+                        num_samples=settings.hpo_trials,
                         search_alg=OptunaSearch(seed=cfg.seed),
                         scheduler=scheduler,
                         reuse_actors=False,
@@ -109,16 +114,18 @@ def search(cfg: Config) -> SearchResult:
                         storage_path=str(root),
                         name=experiment.name,
                         verbose=0,
-                        callbacks=[progress(cfg.hpo_trials, epochs, root)],
+                        callbacks=[progress(settings.hpo_trials, epochs, root)],
                     ),
                 )
             results = tuner.fit()
         finally:
             ray.shutdown()
     unfinished = len(results) - results.num_terminated - results.num_errors
-    if unfinished or len(results) < cfg.hpo_trials:
-        raise Interrupted(f"search interrupted before its {cfg.hpo_trials} trials finished; the same command resumes "
-                          f"it from {root}")  # fmt: skip
+    if unfinished or len(results) < settings.hpo_trials:
+        raise Interrupted(
+            f"search interrupted before its {settings.hpo_trials} trials finished; the same command resumes "
+            f"it from {root}"
+        )
     return finish(root, base, space, epochs, [trial_of(r, root, space) for r in results])
 
 
@@ -150,24 +157,34 @@ def import_ray(address: str | None = None) -> tuple:
 def start_ray(ray, address: str | None) -> None:
     """Joins the cluster at `address`, or starts a Ray instance on this machine for this search."""
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 configure_logging=False)  # fmt: skip
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+        )
     except ConnectionError as e:
-        raise MtbertError(f"--ray_address {address}: no Ray cluster answers there ({e}); start one with "
-                          "`ray start --head`, which prints its address") from None  # fmt: skip
+        raise MtbertError(
+            f"--ray_address {address}: no Ray cluster answers there ({e}); start one with "
+            "`ray start --head`, which prints its address"
+        ) from None
 
 
 def trial_base(cfg: Config) -> Config:
-    """The settings every trial shares: `cfg` without the search's settings, with absolute paths; its data files are
-    checked now, not in every trial."""
-    search_defaults = {f.name: f.default for f in dataclasses.fields(Config) if f.name in SEARCH_FIELDS}
-    paths = {name: ",".join(str(Path(p).resolve()) for p in getattr(cfg, name).split(","))  # (--sst_train a,b)
-             for name in PATHS if getattr(cfg, name) is not None}  # fmt: skip
-    base = dataclasses.replace(cfg, **search_defaults, **paths)
+    """The settings every trial shares: `cfg` with absolute paths; its data files are checked now, not in every
+    trial."""
+    settings = cfg.settings()
+    paths = {
+        name: ",".join(str(Path(p).resolve()) for p in settings[name].split(","))  # (--sst_train a,b)
+        for name in PATHS
+        if settings[name] is not None
+    }
+    base = cfg.updated(**paths)
     for task in base.tasks:
-        for path in train_files(base, task):
+        for path in split_files(base, task, "train"):
             readable_file(f"--{task}_train", path)
-        readable_file(f"--{task}_dev", task_file(base, task, "dev"))
+        readable_file(f"--{task}_dev", split_file(base, task, "dev"))
     return base
 
 
@@ -176,7 +193,7 @@ def run_trial(params: dict, base: Config, root: str) -> None:
     that restarts (a resumed search) continues its training state, and first reports the epochs it had run."""
     from ray import tune
 
-    from mtbert.accel.modes import speed_for
+    from mtbert.fitting import fit
 
     folder = Path(root, "trials", tune.get_context().get_trial_id())
     cfg = run_config(base, params, folder)
@@ -199,7 +216,7 @@ def run_trial(params: dict, base: Config, root: str) -> None:
     package.addHandler(handler)
     package.setLevel(logging.INFO)
     try:
-        train(cfg, report=report, speed=speed_for(cfg))
+        fit(cfg, report=report)
     except Exception:
         package.exception("the trial failed")
         raise
@@ -222,7 +239,7 @@ def trial_dirname(trial) -> str:
 
 def check_same_search(root: Path, base: Config, space: Space, trials: int) -> None:
     """The first run of a search writes what it is to search.json; a rerun (resuming it) must be the same search."""
-    described = {"config": dataclasses.asdict(base), "space": {k: list(v) for k, v in space.items()}, "trials": trials}
+    described = {"config": base.settings(), "space": {k: list(v) for k, v in space.items()}, "trials": trials}
     saved = saved_settings(root / "search.json", described)
     if saved is None:
         return
@@ -230,8 +247,10 @@ def check_same_search(root: Path, base: Config, space: Space, trials: int) -> No
     changed += ["the search space"] if saved["space"] != described["space"] else []
     changed += [f"--hpo_trials {saved['trials']} -> {trials}"] if saved["trials"] != trials else []
     if changed:
-        raise MtbertError(f"--hpo_dir {root} holds a search with other settings ({'; '.join(changed)}); use the same "
-                          "flags to resume it, or another --hpo_dir for a new search")  # fmt: skip
+        raise MtbertError(
+            f"--hpo_dir {root} holds a search with other settings ({'; '.join(changed)}); use the same "
+            "flags to resume it, or another --hpo_dir for a new search"
+        )
 
 
 def trial_of(result, root: Path, space: Space) -> Trial:
@@ -249,8 +268,10 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
     trials.sort(key=lambda t: -t.best[METRIC] if t.best else float("inf"))
     best = trials[0]
     if not best.history:
-        raise MtbertError(f"no trial of the search finished an epoch; the first failure: {best.error} (see "
-                          f"{best.folder / 'train.log'})")  # fmt: skip
+        raise MtbertError(
+            f"no trial of the search finished an epoch; the first failure: {best.error} (see "
+            f"{best.folder / 'train.log'})"
+        )
     table = root / "trials.csv"
     header, rows = table_rows(trials, epochs)
     with open(table, "w", newline="", encoding="utf-8") as f:
@@ -258,7 +279,7 @@ def finish(root: Path, base: Config, space: Space, epochs: int, trials: list[Tri
         writer.writerow(header)
         writer.writerows(rows)
     best_config = root / "best.yaml"
-    write_settings(best_config, dataclasses.replace(base, **best.params))
+    write_settings(best_config, base.updated(**best.params))
     for trial in trials:
         shutil.rmtree(trial.folder / "state", ignore_errors=True)
         if trial is not best:
@@ -277,9 +298,18 @@ def table_rows(trials: list[Trial], epochs: int) -> tuple[list[str], list[list]]
     rows = []
     for t in trials:
         best = t.best
-        rows.append([t.trial_id, *(t.params[p] for p in params), best.get(METRIC), *(best.get(m) for m in metrics),
-                     best.get("epoch"), len(t.history), t.error is None and len(t.history) < epochs,
-                     *([t.error or ""] if errors else [])])  # fmt: skip
+        rows.append(
+            [
+                t.trial_id,
+                *(t.params[p] for p in params),
+                best.get(METRIC),
+                *(best.get(m) for m in metrics),
+                best.get("epoch"),
+                len(t.history),
+                t.error is None and len(t.history) < epochs,
+                *([t.error or ""] if errors else []),
+            ]
+        )
     return header, rows
 
 
@@ -287,6 +317,6 @@ def write_settings(path: Path, cfg: Config) -> None:
     """`cfg` as a --config file: the settings that differ from the defaults."""
     import yaml
 
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)
-                if getattr(cfg, f.name) != f.default}  # fmt: skip
+    defaults = Config().settings()
+    settings = {name: value for name, value in cfg.settings().items() if value != defaults[name]}
     path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")

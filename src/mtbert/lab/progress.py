@@ -24,9 +24,22 @@ class Progress(Callback):
         epochs = int(result.get("training_iteration", 0))
         early = ", stopped early" if epochs < self.epochs else ""
         score = f"best mean dev score {best:.3f}" if best is not None else "no score"
-        log.info("trial %s done (%d/%d): %s, %d of %d epochs%s", trial.trial_id, self.finished(trials, trial),
-                 self.trials, score, epochs, self.epochs, early)  # fmt: skip
+        log.info(
+            "trial %s done (%d/%d): %s, %d of %d epochs%s",
+            trial.trial_id,
+            self.finished(trials, trial),
+            self.trials,
+            score,
+            epochs,
+            self.epochs,
+            early,
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        log.warning("trial %s failed (%d/%d): see %s", trial.trial_id, self.finished(trials, trial), self.trials,
-                    Path(self.folder, trial.trial_id, "train.log"))  # fmt: skip
+        log.warning(
+            "trial %s failed (%d/%d): see %s",
+            trial.trial_id,
+            self.finished(trials, trial),
+            self.trials,
+            Path(self.folder, trial.trial_id, "train.log"),
+        )

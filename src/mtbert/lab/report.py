@@ -18,8 +18,12 @@ from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
 
 METRICS = [f"{t}/{spec.metric_name}" for t, spec in TASKS.items()] + ["mean"]
-TITLES = {"sst/accuracy": "SST-5 sentiment: accuracy", "para/accuracy": "Quora paraphrase: accuracy",
-          "sts/pearson": "STS similarity: Pearson r", "mean": "Mean dev score (r as (r + 1) / 2)"}  # fmt: skip
+TITLES = {
+    "sst/accuracy": "SST-5 sentiment: accuracy",
+    "para/accuracy": "Quora paraphrase: accuracy",
+    "sts/pearson": "STS similarity: Pearson r",
+    "mean": "Mean dev score (r as (r + 1) / 2)",
+}
 # Settings that say where a run writes, not how it trains: never a distinguishing flag.
 WHERE = {"save_dir", "logdir", "tensorboard_subfolder", "resume", "hpo_dir", "tag_cache", "save_every"}
 
@@ -143,8 +147,13 @@ def markdown(groups: dict[str, list[Run]], baseline: str | None = None) -> str:
         lines = [f"### {TITLES[metric]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, runs in groups.items():
             m, s = spread([r.best[metric] for r in runs if metric in r.best])
-            cells = [name, f"`{flags[name]}`", f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}",
-                     str(len(runs)), f"{np.mean([r.seconds for r in runs]) / 60:.1f}"]  # fmt: skip
+            cells = [
+                name,
+                f"`{flags[name]}`",
+                f"{m:.3f} ± {s:.3f}" if len(runs) > 1 else f"{m:.3f}",
+                str(len(runs)),
+                f"{np.mean([r.seconds for r in runs]) / 60:.1f}",
+            ]
             if base:
                 delta = m - base[0]
                 marked = name != baseline and abs(delta) > s + base[1]

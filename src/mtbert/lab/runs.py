@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 from mtbert.config import Config
-from mtbert.model.tasks import TASKS
 
 
 def run_config(base: Config, changes: dict, folder: Path) -> Config:
     """A run of `base` with `changes`, everything it writes in `folder`: model/, runs/ (TensorBoard), predictions/
     and state/ (its --resume state, so that a stopped run continues where it was)."""
-    outputs = {f"{t}_{s}_out": str(folder / "predictions" / Path(getattr(base, f"{t}_{s}_out")).name)
-               for t in TASKS for s in ("dev", "test")}  # fmt: skip
-    return dataclasses.replace(base, **changes, **outputs, save_dir=str(folder / "model"), logdir=str(folder / "runs"),
-                               resume=str(folder / "state"), tensorboard_subfolder=None)  # fmt: skip
+    settings = base.settings()
+    outputs = {
+        name: str(folder / "predictions" / Path(settings[name]).name) for name in settings if name.endswith("_out")
+    }
+    where = {"save_dir": str(folder / "model"), "logdir": str(folder / "runs"), "resume": str(folder / "state")}
+    return base.updated(**changes, **outputs, **where, tensorboard_subfolder=None)
 
 
 def saved_settings(path: Path, described: dict) -> dict | None:

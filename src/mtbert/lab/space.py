@@ -12,21 +12,26 @@ Ray Tune's own domains are made from it only in `to_tune`, so that the space can
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Literal
 
-from mtbert.config import SEARCH_FIELDS, Config, parse_mapping
+from mtbert.config import TASK_NAMES, Config, Search, flags_of, parse_mapping, value_type
 from mtbert.errors import MtbertError
 from mtbert.outputs import readable_file
 
 Space = dict[str, tuple[str, list]]  # field -> (kind, arguments)
 KINDS = ("uniform", "loguniform", "int", "choice")
 # What each trial sets itself: where it writes, and that it is one training
-PER_TRIAL = {"resume", "save_every", "save_dir", "logdir", "tensorboard_subfolder", "smoketest",
-             *(f"{t}_{s}_out" for t in ("sst", "para", "sts") for s in ("dev", "test"))}  # fmt: skip
+PER_TRIAL = {
+    "resume",
+    "save_every",
+    "save_dir",
+    "logdir",
+    "tensorboard_subfolder",
+    "smoketest",
+    *(f"{t}_{s}_out" for t in TASK_NAMES for s in ("dev", "test")),
+}
 
 
 def default_space(cfg: Config) -> Space:
@@ -51,11 +56,13 @@ def read_space(path: str | Path, cfg: Config) -> Space:
     path = readable_file("--hpo_space", path)
     entries = parse_mapping(path, path.read_text(encoding="utf-8"))
     space: Space = {}
-    kinds = typing.get_type_hints(Config)
+    kinds = {name: flag.kind for name, flag in flags_of(Config).items()}
     for name, spec in entries.items():
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS):
-            raise MtbertError(f"{path}: {name}: expected one of {', '.join(KINDS)} with its values, as "
-                              f"`{name}: {{uniform: [0.0, 0.3]}}`, got {spec!r}")  # fmt: skip
+            raise MtbertError(
+                f"{path}: {name}: expected one of {', '.join(KINDS)} with its values, as "
+                f"`{name}: {{uniform: [0.0, 0.3]}}`, got {spec!r}"
+            )
         kind, args = next(iter(spec.items()))
         if isinstance(args, list) and name in kinds and _value_type(kinds[name]) == "float":
             args = [_number(v) for v in args]  # YAML reads 1e-5 (no dot) as a string
@@ -69,13 +76,13 @@ def check_space(space: Space, cfg: Config, where: str) -> None:
     choice is a value the field accepts alongside the other settings (`cfg`)."""
     if not space:
         raise MtbertError(f"{where}: an empty search space; name at least one setting")
-    kinds = typing.get_type_hints(Config)
+    kinds = {name: flag.kind for name, flag in flags_of(Config).items()}
     for name, (kind, args) in space.items():
         at = f"{where}: {name}"
+        if name in flags_of(Search) or name in PER_TRIAL:
+            raise MtbertError(f"{at}: a setting of the search or of where each trial writes, not one to search")
         if name not in kinds:
             raise MtbertError(f"{at}: not a setting; the settings are the flags of `mtbert train --help`, without --")
-        if name in SEARCH_FIELDS or name in PER_TRIAL:
-            raise MtbertError(f"{at}: a setting of the search or of where each trial writes, not one to search")
         if not isinstance(args, list) or not args:
             raise MtbertError(f"{at}: {kind} takes a list of values, got {args!r}")
         field_type = _value_type(kinds[name])
@@ -86,8 +93,10 @@ def check_space(space: Space, cfg: Config, where: str) -> None:
         else:
             wanted = "int" if kind == "int" else "float"
             if field_type != wanted or len(args) != 2:
-                raise MtbertError(f"{at}: {kind} takes [low, high] of a setting of {wanted} values; --{name} "
-                                  f"takes {field_type} values")  # fmt: skip
+                raise MtbertError(
+                    f"{at}: {kind} takes [low, high] of a setting of {wanted} values; --{name} "
+                    f"takes {field_type} values"
+                )
             low, high = args
             if not all(_fits(v, field_type) for v in args) or not low < high:
                 raise MtbertError(f"{at}: {kind} takes [low, high] numbers with low < high, got {args!r}")
@@ -95,15 +104,14 @@ def check_space(space: Space, cfg: Config, where: str) -> None:
                 raise MtbertError(f"{at}: loguniform needs low > 0, got {low!r}")
         for value in args if kind == "choice" else args[:2]:
             try:
-                dataclasses.replace(cfg, **{name: value})
+                cfg.updated(**{name: value})
             except ValueError as e:
                 raise MtbertError(f"{at}: {value!r} does not fit the other settings: {e}") from None
 
 
 def _value_type(kind: object) -> str | tuple:
     """What a field holds: "int", "float", "bool", "str", or a Literal's choices (None is never searched)."""
-    if isinstance(kind, types.UnionType):
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    kind = value_type(kind)
     if typing.get_origin(kind) is Literal:
         return typing.get_args(kind)
     return kind.__name__

@@ -57,9 +57,16 @@ def small_lm(sentences: list[str], tokenizer: Tokenizer, seed: int, layers: int 
     pad, eos, first_label = len(pieces), len(pieces) + 1, len(pieces) + 2
     compact = {piece: n for n, piece in enumerate(pieces)}
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=first_label + len(LABEL_WORDS), n_positions=MAX_TOKENS, n_embd=width,
-                                     n_layer=layers, n_head=4, bos_token_id=eos, eos_token_id=eos,
-                                     pad_token_id=pad)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=first_label + len(LABEL_WORDS),
+        n_positions=MAX_TOKENS,
+        n_embd=width,
+        n_layer=layers,
+        n_head=4,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
     model = transformers.GPT2LMHeadModel(config)
 
     def encode(label: int, text: str) -> list[int]:
@@ -78,8 +85,10 @@ def pretrained_lm(path: str | Path) -> LabelledLM:
     transformers = import_transformers()
     folder = Path(path)
     if not (folder / "config.json").is_file():
-        raise MtbertError(f"--generator {path}: not a Hugging Face model folder (no config.json); give a causal LM "
-                          "folder, `small` or `api`")  # fmt: skip
+        raise MtbertError(
+            f"--generator {path}: not a Hugging Face model folder (no config.json); give a causal LM "
+            "folder, `small` or `api`"
+        )
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     eos = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
@@ -162,9 +171,16 @@ def sample(lm: LabelledLM, per_class: int, temperature: float, top_p: float, see
         for start in range(0, per_class, batch):
             n = min(batch, per_class - start)
             ids = torch.tensor([prompt] * n)
-            out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
-                                    top_p=top_p, max_new_tokens=MAX_TOKENS - len(prompt), eos_token_id=lm.eos_id,
-                                    pad_token_id=lm.pad_id)  # fmt: skip
+            out = lm.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=MAX_TOKENS - len(prompt),
+                eos_token_id=lm.eos_id,
+                pad_token_id=lm.pad_id,
+            )
             rows += [(lm.decode(row[len(prompt) :].tolist()), label) for row in out]
             bar.update(n)
     bar.close()
@@ -176,8 +192,8 @@ def confident(rows: list[Row], checkpoint: str | Path, min_confidence: float) ->
     were removed."""
     from mtbert.data.files import Examples
     from mtbert.data.task_data import task_data
-    from mtbert.train.checkpoint import load_model
-    from mtbert.train.evaluate import outputs
+    from mtbert.inference.evaluate import outputs
+    from mtbert.inference.saved import load_model
 
     model, tokenizer, _ = load_model(checkpoint)
     if "sst" not in model.heads:
@@ -215,8 +231,9 @@ def synthesize(args: SynthConfig) -> SynthReport:
 
     out = writable_file("--out", args.out)
     originals = read_sentences(readable_file("--sst_train", args.train_file), require_labels=True)
-    held_out = [text for path in args.held_out_files for text, _ in
-                read_sentences(readable_file("--held_out", path), False)]  # fmt: skip
+    held_out = [
+        text for path in args.held_out_files for text, _ in read_sentences(readable_file("--held_out", path), False)
+    ]
     started = time.perf_counter()
     final_loss = None
     if args.generator == "api":
@@ -236,8 +253,9 @@ def synthesize(args: SynthConfig) -> SynthReport:
     sampled = time.perf_counter()
     filtered = filter_rows(rows, [text for text, _ in originals], held_out, args.min_words, args.max_words)
     if args.filter_checkpoint is not None:
-        filtered.kept, filtered.removed["confidence"] = confident(filtered.kept, args.filter_checkpoint,
-                                                                  args.min_confidence)  # fmt: skip
+        filtered.kept, filtered.removed["confidence"] = confident(
+            filtered.kept, args.filter_checkpoint, args.min_confidence
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_rows(out, filtered.kept)
     return SynthReport(len(rows), filtered, out, fitted - started, sampled - fitted, final_loss)

@@ -53,15 +53,23 @@ def generate(args: SynthConfig, originals: list[Row], partial: Path) -> list[Row
 
 def request_text(n: int, label_words: str, shown: list[str]) -> str:
     examples = "\n".join(f"- {s}" for s in shown)
-    return (f"Write {n} new, different sentences from movie reviews whose sentiment is {label_words}, in the style "
-            f"of these:\n{examples}\nAnswer with a JSON list of {n} strings and nothing else.")  # fmt: skip
+    return (
+        f"Write {n} new, different sentences from movie reviews whose sentiment is {label_words}, in the style "
+        f"of these:\n{examples}\nAnswer with a JSON list of {n} strings and nothing else."
+    )
 
 
 def ask(args: SynthConfig, key: str | None, prompt: str, partial: Path, received: int) -> list[str]:
     """One request's sentences, with retries (see the module's docstring); a final failure is an MtbertError that
     says what was kept."""
-    body = json.dumps({"model": args.api_model, "messages": [{"role": "user", "content": prompt}],
-                       "temperature": args.temperature, "top_p": args.top_p}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "model": args.api_model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+        }
+    ).encode()
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
     url = args.api_base.rstrip("/") + "/chat/completions"
     kept = f"the {received} sentences received so far are in {partial}; the same command continues from them"
@@ -75,8 +83,9 @@ def ask(args: SynthConfig, key: str | None, prompt: str, partial: Path, received
         except urllib.error.HTTPError as e:
             problem = f"HTTP {e.code} {e.reason}"
             if e.code != 429 and e.code < 500:
-                raise MtbertError(f"--api_base {args.api_base}: {problem} ({e.read()[:200].decode(errors='replace')})"
-                                  f"; {kept}") from None  # fmt: skip
+                raise MtbertError(
+                    f"--api_base {args.api_base}: {problem} ({e.read()[:200].decode(errors='replace')}); {kept}"
+                ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             problem = f"no answer ({getattr(e, 'reason', e)})"
         except ValueError as e:

@@ -54,8 +54,14 @@ class SynthConfig:
     api_backoff: float = opt(2.0, "api: seconds before the first retry, doubled for each next one")
 
     def __post_init__(self) -> None:
-        for name, low in [("per_class", 1), ("fit_epochs", 1), ("batch_size", 1), ("min_words", 1), ("api_batch", 1),
-                          ("api_retries", 0)]:  # fmt: skip
+        for name, low in [
+            ("per_class", 1),
+            ("fit_epochs", 1),
+            ("batch_size", 1),
+            ("min_words", 1),
+            ("api_batch", 1),
+            ("api_retries", 0),
+        ]:
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be at least {low}, got {getattr(self, name)}")
         if not self.temperature > 0 or not 0 < self.top_p <= 1:

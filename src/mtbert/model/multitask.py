@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.heads import AttentionPooling
 from mtbert.model.moe import MixtureOfEncoders
-from mtbert.model.tags import TagEmbeddings
+from mtbert.model.tags import TagEmbeddings, Tags
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import pad_batch
-
-# A sentence's tag ids (--additional_input): POS and NER, one of each per word piece.
-Tags = tuple[list[int], list[int]]
 
 # A batch's sentences are sorted by length and encoded in passes of at most this many (padded) tokens, so that short
 # sentences are not padded to the longest one of the batch. Small passes suit a CPU; a GPU, whose time goes to
@@ -125,19 +122,19 @@ class MultitaskModel(nn.Module):
         ner, _ = pad_batch([n for _, n in tags], 0)
         return self.tags(pos.to(self.device, non_blocking=True), ner.to(self.device, non_blocking=True))
 
-    def embed(self, sentences: list[list[int]], progress: bool = False, tags: list[Tags] | None = None) -> torch.Tensor:
+    def embed(
+        self, sentences: list[list[int]], tags: list[Tags] | None = None, done: Callable[[int], object] | None = None
+    ) -> torch.Tensor:
         """Sentence embeddings (N, H) of token-id lists, encoded pass by pass (see self.passes), in input order.
-        `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done).
-        `tags`: each sentence's tag ids, for a tagged model."""
+        `tags`: each sentence's tag ids, for a tagged model. `done`: called with each pass's number of sentences
+        (a caller's progress bar)."""
         passes = self.passes.plan(self, [len(s) for s in sentences])
         pooled = []
-        with tqdm(
-            total=len(sentences), desc="encoding", unit="sentence", disable=None if progress else True, leave=False
-        ) as bar:
-            for rows in passes:
-                pass_tags = [tags[i] for i in rows] if tags is not None else None
-                pooled.append(self.passes.encode(self, [sentences[i] for i in rows], pass_tags))  # (b, H)
-                bar.update(len(rows))
+        for rows in passes:
+            pass_tags = [tags[i] for i in rows] if tags is not None else None
+            pooled.append(self.passes.encode(self, [sentences[i] for i in rows], pass_tags))  # (b, H)
+            if done is not None:
+                done(len(rows))
         out = torch.cat(pooled)  # (N, H) in pass order
         order = torch.tensor([i for rows in passes for i in rows])
         inverse = torch.empty(len(order), dtype=torch.long)
@@ -145,17 +142,20 @@ class MultitaskModel(nn.Module):
         return out[inverse.to(out.device)]
 
     def forward(
-        self, batch: dict[str, list[list[list[int]]]], progress: bool = False, tags: dict | None = None
+        self,
+        batch: dict[str, list[list[list[int]]]],
+        tags: dict | None = None,
+        done: Callable[[int], object] | None = None,
     ) -> dict[str, torch.Tensor]:
         """batch: task -> one list of token-id lists per text column (tags: the same of tag ids, for a tagged
-        model). Returns task -> head output.
+        model; `done`: see embed). Returns task -> head output.
 
         All sentences of all tasks go through the shared encoder together, then each head reads its own.
         """
         if (tags is not None) != (self.tags is not None):
             raise ValueError("a tagged model needs the sentences' tags, an untagged one none")
         sentence_tags = batch_sentences(tags) if tags is not None else None
-        return self.apply_heads(self.embed(batch_sentences(batch), progress, sentence_tags), batch_sizes(batch))
+        return self.apply_heads(self.embed(batch_sentences(batch), sentence_tags, done), batch_sizes(batch))
 
     def apply_heads(self, emb: torch.Tensor, sizes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
         """Task -> head output, from the embeddings (N, H) of a batch's sentences in order: task by task, text

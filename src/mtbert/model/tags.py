@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# A sentence's tag ids (--additional_input): POS and NER, one of each per word piece.
+Tags = tuple[list[int], list[int]]
+
 
 class TagEmbeddings(nn.Module):
     """Two learned tables of the hidden size, one for POS tags and one for entity tags. Both start at zero, so that a

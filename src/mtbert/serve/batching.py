@@ -51,8 +51,11 @@ class Batcher:
             deadline = loop.time() + self.window_s
             while size < self.max_items:
                 try:
-                    nxt = self.queue.get_nowait() if self.queue.qsize() else await asyncio.wait_for(
-                        self.queue.get(), max(0.0, deadline - loop.time()))  # fmt: skip
+                    nxt = (
+                        self.queue.get_nowait()
+                        if self.queue.qsize()
+                        else await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                    )
                 except asyncio.TimeoutError:
                     break
                 if size + len(nxt.items) > self.max_items:

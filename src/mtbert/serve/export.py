@@ -14,9 +14,9 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from mtbert.errors import MtbertError
+from mtbert.inference.saved import load_model
 from mtbert.model.hf import hf_key_map
 from mtbert.outputs import writable_dir
-from mtbert.train.checkpoint import load_model
 
 HEADS = "mtbert_heads.safetensors"  # the pooling and task heads, under the names of mtbert's MultitaskModel
 USAGE = """# {name}
@@ -46,16 +46,21 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
     writable_dir("--out", out.parent)
     model, tokenizer, meta = load_model(checkpoint)
     if model.moe is not None:
-        raise MtbertError(f"--checkpoint {checkpoint}: a mixture of {len(model.moe.experts)} expert encoders has no "
-                          "single BERT encoder to export")  # fmt: skip
+        raise MtbertError(
+            f"--checkpoint {checkpoint}: a mixture of {len(model.moe.experts)} expert encoders has no "
+            "single BERT encoder to export"
+        )
     if model.tag_vocab is not None:
-        raise MtbertError(f"--checkpoint {checkpoint}: its encoder adds POS/NER tag embeddings, which a Hugging Face "
-                          "BertModel does not have")  # fmt: skip
+        raise MtbertError(
+            f"--checkpoint {checkpoint}: its encoder adds POS/NER tag embeddings, which a Hugging Face "
+            "BertModel does not have"
+        )
     enc = model.encoder
     ours_to_hf = {ours: hf for hf, ours in hf_key_map(enc.config.num_hidden_layers).items() if ours is not None}
     encoder_state = {ours_to_hf[k]: v.detach().contiguous().cpu() for k, v in enc.state_dict().items()}
-    heads_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-                   if not k.startswith("encoder.")}  # fmt: skip
+    heads_state = {
+        k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")
+    }
     config = {"architectures": ["BertModel"], "model_type": "bert", **enc.config.to_dict()}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -66,8 +71,9 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
         (tmp / "mtbert.json").write_text(json.dumps(meta, indent=2) + "\n")
         tokenizer.save(tmp)
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in (meta.get("dev_metrics") or {}).items() if "/" in k)
-        (tmp / "README.md").write_text(USAGE.format(name=out.name, heads=HEADS, metrics=f"({metrics})" if metrics
-                                                    else ""))  # fmt: skip
+        (tmp / "README.md").write_text(
+            USAGE.format(name=out.name, heads=HEADS, metrics=f"({metrics})" if metrics else "")
+        )
         if out.exists():
             out.rmdir()
         tmp.rename(out)

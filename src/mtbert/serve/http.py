@@ -56,10 +56,14 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         raise MtbertError("mtbert serve needs FastAPI and uvicorn: pip install 'mtbert[serve]'") from None
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtbert-inference")  # one batch at a time
-    runs = {"sst": lambda texts: predictor.sentiment(texts), "para": lambda pairs: predictor.paraphrase(pairs),
-            "sts": lambda pairs: predictor.similarity(pairs)}  # fmt: skip
-    batchers = {task: Batcher(runs[task], executor, limits.max_batch, limits.batch_window_ms / 1000)
-                for task in predictor.tasks}  # fmt: skip
+    runs = {
+        "sst": lambda texts: predictor.sentiment(texts),
+        "para": lambda pairs: predictor.paraphrase(pairs),
+        "sts": lambda pairs: predictor.similarity(pairs),
+    }
+    batchers = {
+        task: Batcher(runs[task], executor, limits.max_batch, limits.batch_window_ms / 1000) for task in predictor.tasks
+    }
 
     @asynccontextmanager
     async def lifespan(app):
@@ -68,9 +72,13 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
             await b.close()
         executor.shutdown(wait=True)
 
-    app = FastAPI(title="mtbert", summary=f"Multitask BERT: {model_name}", lifespan=lifespan,
-                  description="SST-5 sentiment, Quora paraphrase and STS similarity from one fine-tuned BERT "
-                  "encoder; concurrent requests are batched together.")  # fmt: skip
+    app = FastAPI(
+        title="mtbert",
+        summary=f"Multitask BERT: {model_name}",
+        lifespan=lifespan,
+        description="SST-5 sentiment, Quora paraphrase and STS similarity from one fine-tuned BERT "
+        "encoder; concurrent requests are batched together.",
+    )
 
     class Texts(BaseModel):
         texts: list[str] = Field(min_length=1, description=f"1 to {limits.max_texts} texts")
@@ -138,8 +146,14 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
     @app.get("/health", summary="the model, its tasks and device, the batches served")
     async def health() -> dict:
         served = {t: {"batches": b.batches, "items": b.items} for t, b in batchers.items()}
-        return {"status": "ok", "model": model_name, "tasks": list(predictor.tasks), "device": str(predictor.device),
-                "limits": dataclasses.asdict(limits), "served": served}  # fmt: skip
+        return {
+            "status": "ok",
+            "model": model_name,
+            "tasks": list(predictor.tasks),
+            "device": str(predictor.device),
+            "limits": dataclasses.asdict(limits),
+            "served": served,
+        }
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:

@@ -22,10 +22,10 @@ from mtbert.data.files import Examples
 from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task, task_data
 from mtbert.errors import MtbertError
+from mtbert.inference.evaluate import evaluate, outputs
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import SENTIMENT_NAMES, TASKS
 from mtbert.model.tokenizer import Tokenizer
-from mtbert.train.evaluate import evaluate, outputs
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class Paraphrase:
 class Predictor:
     """A trained model on its device with its tokenizer (and the tagger of a model trained with tags)."""
 
-    def __init__(self, model: MultitaskModel, tokenizer: Tokenizer, tagger: Tagger | None = None,
-                 precision: str = "auto"):  # fmt: skip
+    def __init__(
+        self, model: MultitaskModel, tokenizer: Tokenizer, tagger: Tagger | None = None, precision: str = "auto"
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.tagger = tagger
@@ -129,7 +130,7 @@ def load(
     with --additional_input keeps the tags of the sentences it has seen (default: the user's cache folder).
     """
     from mtbert.accel.kernels import tune_kernels
-    from mtbert.train.checkpoint import load_model
+    from mtbert.inference.saved import load_model
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -71,9 +71,16 @@ class StepProfiler:
         self.running = False
         self.prof.stop()
         if self.averages is None:
-            log.warning("--profiler: the epoch ended before any step was recorded (%d steps skipped and %d of warm-up "
-                        "come first); no trace written", self.wait, self.warmup)  # fmt: skip
+            log.warning(
+                "--profiler: the epoch ended before any step was recorded (%d steps skipped and %d of warm-up "
+                "come first); no trace written",
+                self.wait,
+                self.warmup,
+            )
             return
         table = self.averages.table(sort_by=sort_key(self.device), row_limit=self.rows)
-        log.info("profiler: trace %s (open it in https://ui.perfetto.dev); top operators by self time:\n%s",
-                 self.trace, table)  # fmt: skip
+        log.info(
+            "profiler: trace %s (open it in https://ui.perfetto.dev); top operators by self time:\n%s",
+            self.trace,
+            table,
+        )

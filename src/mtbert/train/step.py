@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtbert.data.task_data import TaskData
+from mtbert.inference.precision import autocast
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import TASKS
 from mtbert.train.optim import Sophia, SophiaG, SophiaH
-from mtbert.train.precision import autocast
 
 
 def compute_losses(

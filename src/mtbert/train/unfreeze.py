@@ -35,8 +35,10 @@ class Unfreezing:
 
     def schedule(self, epochs: int) -> dict[str, int | None]:
         """Block -> the epoch (from 1, as logged) at which it joins, None if not within `epochs`."""
-        return {name: self.join_epoch(b) + 1 if self.join_epoch(b) < epochs else None
-                for b, (name, _) in enumerate(self.blocks)}  # fmt: skip
+        return {
+            name: self.join_epoch(b) + 1 if self.join_epoch(b) < epochs else None
+            for b, (name, _) in enumerate(self.blocks)
+        }
 
     def set_epoch(self, epoch: int) -> bool:
         """Makes the blocks trainable that have joined by `epoch` (from 0), the others frozen; returns whether that

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mtbert.data.task_data import TaskData
+from mtbert.inference.precision import autocast
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import TASKS
-from mtbert.train.precision import autocast
 
 
 def predict(
@@ -28,9 +29,11 @@ def outputs(
         return {}
     was_training = model.training
     model.eval()
-    with autocast(model.device, precision):
+    sentences = sum(len(column) for d in data.values() for column in d.tokens)
+    bar = tqdm(total=sentences, desc="encoding", unit="sentence", disable=None if progress else True, leave=False)
+    with bar, autocast(model.device, precision):  # (the bar on stderr if it is a terminal, removed when done)
         tags = {task: d.tags for task, d in data.items()} if model.tags is not None else None
-        raw = model({task: d.tokens for task, d in data.items()}, progress, tags)
+        raw = model({task: d.tokens for task, d in data.items()}, tags, bar.update)
     model.train(was_training)
     return {task: out.float().cpu() for task, out in raw.items()}
 

@@ -1,0 +1,94 @@
+"""The saved-model format: safetensors weights, a JSON description (mtbert.json) and the tokenizer files in one
+folder, written atomically, read without running pickles."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from mtbert.errors import MtbertError
+from mtbert.model.encoder import BertEncoder, EncoderConfig
+from mtbert.model.moe import MixtureOfEncoders
+from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tokenizer import Tokenizer
+from mtbert.outputs import clear_stale, temp_prefix, user_permissions
+
+WEIGHTS, META = "model.safetensors", "mtbert.json"
+
+
+def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, meta: dict) -> None:
+    """Writes the model to `folder`. The files are first written to a sibling temporary folder that then replaces
+    `folder` (the previous one kept as `.NAME.old` until then), so that at every instant a complete model is on
+    disk: `folder`, or the previous one that load_model recovers. What an earlier crash left is cleared first."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    old = recover(folder)
+    clear_stale(folder.parent, temp_prefix(folder))
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder)))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        full_meta = {"encoder": model.config.to_dict(), "tasks": list(model.heads), **meta}
+        if model.moe is not None:  # a mixture of experts: how many, and how its gate routes
+            full_meta["moe"] = {"experts": len(model.moe.experts), "gate": model.moe.gate_mode}
+        if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
+            full_meta["tags"] = model.tag_vocab
+        (tmp / META).write_text(json.dumps(full_meta, indent=2) + "\n")
+        tokenizer.save(tmp)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        user_permissions(tmp)
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover(folder: Path) -> Path:
+    """Puts back the previous model `.NAME.old` if a crash in save_model's swap left only it; returns its path."""
+    old = folder.with_name(f".{folder.name}.old")
+    if not folder.exists() and (old / WEIGHTS).is_file():
+        with contextlib.suppress(OSError):  # a read-only folder: load_model reads the previous model where it is
+            os.replace(old, folder)
+    return old
+
+
+def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel, Tokenizer, dict]:
+    """Loads a folder written by `save_model` (no pickles are executed). Returns model (eval mode), tokenizer, meta."""
+    folder = Path(folder)
+    old = recover(folder)
+    folder = old if not folder.exists() and old.is_dir() else folder
+    meta_file, weights_file = folder / META, folder / WEIGHTS
+    for f in (meta_file, weights_file):
+        if not f.is_file():
+            raise MtbertError(f"{f}: missing; is {folder} a model folder saved by `mtbert train`?")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        enc_cfg = EncoderConfig(**meta["encoder"])
+        tasks = tuple(meta["tasks"])
+        moe = meta.get("moe")
+        encoder = MixtureOfEncoders.empty(enc_cfg, moe["experts"], moe["gate"]) if moe else BertEncoder(enc_cfg)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise MtbertError(f"{meta_file}: not a valid mtbert model description ({e})") from e
+    try:
+        state = load_file(weights_file)
+    except Exception as e:  # safetensors raises its own error types on a damaged file
+        raise MtbertError(f"{weights_file}: cannot read weights ({e}); the file may be truncated") from e
+    tokenizer = Tokenizer.from_pretrained(folder)
+    model = MultitaskModel(encoder, tasks, dropout, pad_id=tokenizer.pad_id, tag_vocab=meta.get("tags"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise MtbertError(f"{weights_file}: weights do not match {meta_file} ({e})") from e
+    return model.eval(), tokenizer, meta
