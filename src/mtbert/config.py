@@ -183,7 +183,7 @@ class Config:
         False,
         "recompute each encoder layer's activations in the backward pass instead of keeping them from the forward "
         "pass: the same numbers, a fraction of the activation memory, about a third more compute (a soft --moe "
-        "keeps every expert's activations: see docs/speed.md for its memory with and without)",
+        "keeps every expert's activations: docs/results.md has its memory with and without)",
     )
     # --- optimisation
     optimizer: Literal["adamw", "sophiag", "sophiah"] = opt(

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def speed_for(cfg: Config) -> Speed:
     """The speed modes `cfg` asks for: kernel settings always; shaped passes (and a compiled encoder) for --unpad
-    and --torch_compile; recorded steps for --graph_steps. `train(cfg, speed=speed_for(cfg))`."""
+    and --torch_compile; recorded steps for --graph_steps. `mtbert.fit(cfg)` trains with them."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     if cfg.graph_steps and world_size > 1:
         raise MtbertError("--graph_steps records the steps of one process; under torchrun leave it out")

@@ -18,7 +18,7 @@ StepFn = Callable[[dict[str, TaskData], dict[str, np.ndarray]], dict[str, torch.
 @dataclass(frozen=True)
 class Speed:
     """What a run does for speed beyond the readable path (padded passes of --chunk_tokens, the eager train_step).
-    `mtbert.accel.speed_for(cfg)` builds it from the flags; the default changes nothing."""
+    `mtbert.accel.modes.speed_for(cfg)` builds it from the flags (mtbert.fit); the default changes nothing."""
 
     # device -> None: kernel settings, made before the first kernel runs
     tune: Callable[[torch.device], None] | None = None
