@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--checkpoint", help="BERT checkpoint folder (default: packaged MiniLM)")
     for setting in ("precision", "unpad"):
-        add_config_argument(parser, setting)
+        add_config_argument(parser, setting, with_default=True)
     parser.set_defaults(unpad=True)
     args = parser.parse_args()
     args.model = "minilm"

@@ -17,7 +17,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -59,7 +58,7 @@ def main() -> None:
         training.train_step = step
         with tempfile.TemporaryDirectory() as out:
             paths = {f"{t}_{s}_out": f"{out}/{t}-{s}.csv" for t in TASKS for s in ("dev", "test")}
-            run = replace(cfg, save_dir=str(Path(out) / "models"), logdir=str(Path(out) / "runs"), **paths)
+            run = cfg.updated(save_dir=str(Path(out) / "models"), logdir=str(Path(out) / "runs"), **paths)
             started = time.perf_counter()
             best = training.train(run)
             result[name] = {

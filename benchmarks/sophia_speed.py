@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--hess_interval", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--checkpoint", help="BERT checkpoint folder (default: packaged MiniLM)")
-    add_config_argument(parser, "precision")  # the training flag itself
+    add_config_argument(parser, "precision", with_default=True)  # the training flag itself
     args = parser.parse_args()
     args.model = "minilm"
     # warm up for one interval; the timed steps then start on a refresh step, as the first step of a run does

@@ -53,16 +53,18 @@ def main() -> None:
         tag_seconds = time.perf_counter() - started
         runs = {}
         for tags in (False, True):
-            cfg = Config(
-                data_dir=args.data_dir,
-                epochs=1,
-                samples_per_epoch=args.samples_per_epoch,
-                batch_size=args.batch_size,
-                additional_input=tags,
-                tag_cache=cache,
-                save_dir=f"{out}/m",
-                logdir=f"{out}/runs",
-                **{f"{t}_{s}_out": f"{out}/{t}-{s}.csv" for t in TASKS for s in ("dev", "test")},
+            cfg = Config.from_settings(
+                dict(
+                    data_dir=args.data_dir,
+                    epochs=1,
+                    samples_per_epoch=args.samples_per_epoch,
+                    batch_size=args.batch_size,
+                    additional_input=tags,
+                    tag_cache=cache,
+                    save_dir=f"{out}/m",
+                    logdir=f"{out}/runs",
+                    **{f"{t}_{s}_out": f"{out}/{t}-{s}.csv" for t in TASKS for s in ("dev", "test")},
+                )
             )
             history: list[dict] = []
             fit(cfg, report=history.append)

@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="BERT checkpoint folder of the minilm model (default: packaged MiniLM)")
     # ours: the training flags themselves
     for setting in ("precision", "chunk_tokens", "unpad", "torch_compile", "graph_steps"):
-        add_config_argument(parser, setting)
+        add_config_argument(parser, setting, with_default=True)
     parser.add_argument("--only", choices=("ours", "reference"), help="run one side and print its JSON line")
     parser.add_argument("--profile", action="store_true", help="profile ours (implies --only ours)")
     parser.add_argument("--trace_dir", default="runs/profile", help="--profile: where the trace is written")
