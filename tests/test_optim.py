@@ -162,3 +162,40 @@ def test_sophia_beats_tuned_adamw_on_an_ill_conditioned_quadratic(seed: int) -> 
     sophia = best(lambda params, lr: SophiaH(params, lr=lr, rho=1.0, betas=(0.9, 0.9), hess_interval=1))
     assert adamw < 1000
     assert sophia < adamw
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sophiah"])
+def test_layer_lr_decay_gives_each_layer_its_learning_rate(optimizer: str) -> None:
+    """--layer_lr_decay G: layer i of L trains at lr * G ** (L - 1 - i), the embeddings (and tag embeddings) at
+    lr * G ** L, the pooling at lr and the heads at head_lr; G = 1 gives every parameter the plain rate."""
+    from mtbert.model.encoder import BertEncoder, EncoderConfig
+    from mtbert.model.multitask import MultitaskModel
+    from mtbert.train.optim import build_optimizer, layer_lr_scales
+
+    from .conftest import TINY
+
+    cfg = EncoderConfig(**{**TINY, "num_hidden_layers": 3})
+    model = MultitaskModel(BertEncoder(cfg), ("sst", "sts"), 0.0)
+    model.add_tags({"pos": ["", "NN"], "ner": ["", "O"]})
+    lr, head_lr, g = 1e-3, 5e-3, 0.9
+
+    def rates(decay: float) -> dict[str, float]:
+        scales = layer_lr_scales(model.encoders(), model.tags, decay)
+        opt = build_optimizer(optimizer, model, model.heads, lr, head_lr, 0.01, lr_scales=scales)
+        of = {id(p): group["lr"] for group in opt.param_groups for p in group["params"]}
+        return {name: of[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+
+    decayed = rates(g)
+    for name, rate in decayed.items():
+        if name.startswith("encoder.layers."):
+            i = int(name.split(".")[2])
+            expected = lr * g ** (3 - 1 - i)
+        elif name.startswith(("encoder.emb.", "tags.")):
+            expected = lr * g**3
+        elif name.startswith("heads."):
+            expected = head_lr
+        else:  # the attention pooling (BERT's own pooler does not train)
+            expected = lr
+        assert rate == pytest.approx(expected), name
+    assert decayed["encoder.layers.2.attn.q.weight"] == pytest.approx(lr)  # the top layer: lr itself
+    assert all(rate == (head_lr if name.startswith("heads.") else lr) for name, rate in rates(1.0).items())

@@ -214,6 +214,13 @@ class Config:
         10, "Sophia: optimizer steps between refreshes of the diagonal Hessian estimate", bounds="[1, inf)"
     )
     weight_decay: float = opt(0.01, "decoupled weight decay of AdamW", bounds="[0, inf)")
+    layer_lr_decay: float = opt(
+        1.0,
+        "layer-wise learning-rate decay (Howard & Ruder, 2018; Sun et al., 2019, 'How to Fine-Tune BERT for Text "
+        "Classification'): each encoder layer trains at --lr times this to the power of the layers above it, the "
+        "embeddings lowest; the pooling and heads keep theirs (1: off; 0.95 is the usual value)",
+        bounds="(0, 1]",
+    )
     batch_size: int = opt(
         64,
         "examples per task in each step (each step sums the losses of all tasks); with torchrun, the global "

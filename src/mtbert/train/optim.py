@@ -21,20 +21,23 @@ def build_optimizer(
     beta2: float | None = None,
     rho: float | None = None,
     hess_interval: int = 10,
+    lr_scales: dict[int, float] | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW, SophiaG or SophiaH (`name`) over the trainable parameters: the task heads at `head_lr`, the shared
-    rest (encoder, pooling) at `lr`. Betas and rho left None take the optimizer's defaults.
+    rest (encoder, pooling) at `lr`, times `lr_scales[id(parameter)]` where given (see layer_lr_scales). Betas and
+    rho left None take the optimizer's defaults.
 
     Biases and LayerNorm weights (1-d tensors) get no weight decay, as in BERT.
     """
     head_ids = {id(p) for p in heads.parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    scales = lr_scales or {}
+    groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            groups.setdefault((id(p) in head_ids, p.ndim >= 2), []).append(p)
+            groups.setdefault((id(p) in head_ids, p.ndim >= 2, scales.get(id(p), 1.0)), []).append(p)
     param_groups = [
-        {"params": ps, "lr": head_lr if in_head else lr, "weight_decay": weight_decay if decayed else 0.0}
-        for (in_head, decayed), ps in groups.items()
+        {"params": ps, "lr": (head_lr if in_head else lr) * scale, "weight_decay": weight_decay if decayed else 0.0}
+        for (in_head, decayed, scale), ps in groups.items()
     ]
     if name == "adamw":
         on_gpu = all(p.is_cuda for group in param_groups for p in group["params"])
@@ -43,6 +46,22 @@ def build_optimizer(
     sophia = {"sophiag": SophiaG, "sophiah": SophiaH}[name]
     kwargs = {"betas": (beta1 or 0.965, beta2 or 0.99), "hess_interval": hess_interval}
     return sophia(param_groups, lr=lr, **kwargs, **({"rho": rho} if rho is not None else {}))
+
+
+def layer_lr_scales(encoders: list[nn.Module], extra_embeddings: nn.Module | None, decay: float) -> dict[int, float]:
+    """Layer-wise learning-rate decay (--layer_lr_decay; Howard & Ruder 2018, Sun et al. 2019): parameter id -> the
+    factor of its lr, decay ** (the number of layers above it). The top layer trains at lr, each layer below at
+    `decay` times the one above, the embeddings (and `extra_embeddings`, the tag embeddings) lowest at decay ** L.
+    What is not in a layer or the embeddings (poolers, heads) keeps its lr. decay 1: every factor is 1."""
+    scales: dict[int, float] = {}
+    for encoder in encoders:  # (BertEncoder: emb, then layers bottom to top)
+        n = len(encoder.layers)
+        for i, layer in enumerate(encoder.layers):
+            scales |= dict.fromkeys(map(id, layer.parameters()), decay ** (n - 1 - i))
+        scales |= dict.fromkeys(map(id, encoder.emb.parameters()), decay**n)
+        if extra_embeddings is not None:
+            scales |= dict.fromkeys(map(id, extra_embeddings.parameters()), decay**n)
+    return scales
 
 
 # --- Sophia (Liu et al., 2023, "Sophia: A Scalable Stochastic Second-order Optimizer for Language Model Pre-training")

@@ -29,7 +29,7 @@ from mtbert.model.tokenizer import Tokenizer
 from mtbert.outputs import lock_all, writable_dir, writable_file
 from mtbert.train.checkpoint import STATE, RunState, load_training_state, restore
 from mtbert.train.distributed import Distributed
-from mtbert.train.optim import build_optimizer
+from mtbert.train.optim import build_optimizer, layer_lr_scales
 from mtbert.train.profiler import StepProfiler
 from mtbert.train.schedule import Scheduler, build_scheduler
 from mtbert.train.speed import Speed, StepFn
@@ -239,11 +239,13 @@ def setup_sampler(cfg: Config, train_data: dict[str, TaskData]) -> MultitaskSamp
 def setup_optimization(
     cfg: Config, model: MultitaskModel, total_steps: int
 ) -> tuple[torch.optim.Optimizer, Scheduler | None]:
-    """The optimizer (--optimizer, its hyper-parameters, the heads at --head_lr) and the lr schedule (--scheduler)."""
+    """The optimizer (--optimizer, its hyper-parameters, the heads at --head_lr, the encoder's layers decayed by
+    --layer_lr_decay) and the lr schedule (--scheduler)."""
     head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.learning_rate
     betas_rho = {"beta1": cfg.beta1, "beta2": cfg.beta2, "rho": cfg.rho, "hess_interval": cfg.hess_interval}
+    scales = layer_lr_scales(model.encoders(), model.tags, cfg.layer_lr_decay) if cfg.layer_lr_decay < 1 else None
     optimizer = build_optimizer(
-        cfg.optimizer, model, model.heads, cfg.learning_rate, head_lr, cfg.weight_decay, **betas_rho
+        cfg.optimizer, model, model.heads, cfg.learning_rate, head_lr, cfg.weight_decay, **betas_rho, lr_scales=scales
     )
     return optimizer, build_scheduler(cfg.scheduler, optimizer, total_steps)
 
