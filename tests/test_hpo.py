@@ -97,7 +97,7 @@ def test_search_settings_need_hpo_and_a_search_resumes_itself(capsys) -> None:
 def test_without_the_hpo_extra_tune_says_what_to_install(monkeypatch, capsys, toy_data: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as without the extra
     with pytest.raises(SystemExit) as e:
-        main(["tune", "--data_dir", str(toy_data)])
+        main(["tune", "--data_dir", str(toy_data), "--hpo_trials", "2"])  # tune: search flags without --hpo
     assert e.value.code == 2
     assert "pip install 'mtbert[hpo]'" in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -249,10 +249,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 def run_train(args: argparse.Namespace, search: bool = False) -> None:
     """Trains once, or (--hpo, `mtbert tune`) runs a search of trainings."""
+    if search:  # `mtbert tune`: --hpo without saying so
+        args.hpo = True
     cfg = config_from_args(args.command_parser, args)
     settings = config_from_args(args.command_parser, args, Search)
-    if search or settings.hpo:
-        return run_search(cfg, replace(settings, hpo=True))
+    if settings.hpo:
+        return run_search(cfg, settings)
     from mtbert.fitting import fit
 
     history: list[dict[str, float]] = []
