@@ -95,7 +95,7 @@ def test_every_row_through_the_command_line(cfg: Config, tmp_path: Path, capsys)
     ]
     main(["ablate", *flags])
     out = capsys.readouterr().out
-    for row in ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay"):
+    for row in ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay", "ema"):
         assert f"| {row} | " in out
     assert "(12 runs trained now)" in out
     main(["ablate", *flags])

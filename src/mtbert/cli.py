@@ -437,10 +437,10 @@ COMMANDS = {
         add_ablate,
         run_ablate,
         "Train the ablation rows (baseline: the flags given; then each with one feature added: tag embeddings, "
-        "synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts, layer-wise lr decay) over --seeds "
-        "seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and write ABLATE_DIR/ablation.md "
-        "(mean ± std per task and row, differences from the baseline larger than the seeds' spread marked) and the "
-        "plots. Rerunning continues it (docs/lab.md).",
+        "synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts, layer-wise lr decay, an average of "
+        "the weights) over --seeds seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and write"
+        " ABLATE_DIR/ablation.md (mean ± std per task and row, differences from the baseline larger than the seeds' "
+        "spread marked) and the plots. Rerunning continues it (docs/lab.md).",
     ),
     "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
     "predict": Command("predict one task for sentences in a file or on stdin", add_predict, run_predict),

@@ -235,6 +235,12 @@ class Config:
         "plateau", "plateau: halve the lr when the dev score stalls; cosine: decay to 0 over the run"
     )
     clip: float = opt(0.25, "gradient-norm clipping (0: off)", bounds="[0, inf)")
+    ema: float = opt(
+        0.0,
+        "an exponential moving average of the weights (Polyak & Juditsky, 1992), avg = ema * avg + (1 - ema) * "
+        "weights after every step, evaluated and saved in place of the raw weights (0: off; 0.999 is usual)",
+        bounds="[0, 1)",
+    )
     hidden_dropout_prob: float = opt(
         0.1,
         "dropout of the encoder's hidden states and in the heads (attention dropout stays the checkpoint's)",

@@ -1,6 +1,7 @@
 """`mtbert ablate`: the original project's ablation rows (baseline, tag embeddings, synthetic SST data, SophiaH) and
-ours (gradual unfreezing, a mixture of experts, layer-wise learning-rate decay), each trained over several seeds with
-the same shared flags, then compared as mean ± std per task with the report's table and plots (mtbert.lab.report).
+ours (gradual unfreezing, a mixture of experts, layer-wise learning-rate decay, an average of the weights), each
+trained over several seeds with the same shared flags, then compared as mean ± std per task with the report's table
+and plots (mtbert.lab.report).
 
     ablation/
       ablation.json        the shared settings (a rerun must have the same ones; rows and seeds may change)
@@ -27,7 +28,7 @@ from mtbert.lab.report import find_runs, markdown, plot
 from mtbert.lab.runs import run_config, saved_settings
 
 log = logging.getLogger(__name__)
-ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay")
+ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay", "ema")
 # Each row's flags, set on top of the shared ones; the synthetic row's file comes from --synthetic_train.
 ROW_FLAGS = {
     "baseline": {},
@@ -37,6 +38,7 @@ ROW_FLAGS = {
     "unfreeze": {"unfreeze_interval": 1},
     "moe": {"moe": True},
     "layer_lr_decay": {"layer_lr_decay": 0.95},
+    "ema": {"ema": 0.99},
 }
 SYNTHETIC_FILE = "ids-sst-train-syn.csv"  # the original project's GPT-2 file: the SST rows, then generated ones
 
@@ -47,7 +49,7 @@ class Ablation:
         ",".join(ROWS),
         "the rows to train, comma-separated: baseline (the shared flags), tagging (--additional_input), synthetic "
         "(--sst_train --synthetic_train), sophiah (--optimizer sophiah at its default lr), unfreeze "
-        "(--unfreeze_interval 1), moe (--moe), layer_lr_decay (--layer_lr_decay 0.95)",
+        "(--unfreeze_interval 1), moe (--moe), layer_lr_decay (--layer_lr_decay 0.95), ema (--ema 0.99)",
     )
     seeds: int = opt(3, "runs of each row, with seeds --seed, --seed + 1, ...")
     ablate_dir: str = opt("ablation", "the folder of the runs, the table (ablation.md) and the plots")

@@ -15,6 +15,7 @@ from mtbert.errors import MtbertError
 from mtbert.model.multitask import MultitaskModel
 from mtbert.outputs import atomic_write_bytes
 from mtbert.train.distributed import Distributed
+from mtbert.train.ema import WeightAverage
 from mtbert.train.schedule import Scheduler
 
 STATE = "training_state.pt"
@@ -40,9 +41,10 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler | None,
     state: RunState,
+    ema: WeightAverage | None = None,
 ) -> None:
-    """The full training state to --resume (rank 0 writes it, with every rank's random generators and, for a
-    mixture of experts, its routing counts of the epoch so far)."""
+    """The full training state to --resume (rank 0 writes it, with every rank's random generators, --ema's averaged
+    weights and, for a mixture of experts, its routing counts of the epoch so far)."""
     rngs = world.gather(rng_state())
     moe = model.moe
     routing = world.gather(moe.routed.cpu() if moe is not None and moe.routed is not None else None)
@@ -55,6 +57,7 @@ def save_state(
             "run": asdict(state),
             "rng": rngs,
             "routing": routing,
+            "ema": ema.state_dict() if ema is not None else None,
         }
         save_training_state(cfg.resume, saved)
 
@@ -104,6 +107,7 @@ def restore(
     model: MultitaskModel,
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler | None,
+    ema: WeightAverage | None = None,
 ) -> RunState:
     """Loads a saved training state into the model, optimizer, scheduler and this process's random generators;
     returns where the loop stood. Refuses a state saved with other settings or another number of processes."""
@@ -118,6 +122,8 @@ def restore(
     if scheduler is not None:
         scheduler.load_state_dict(saved["scheduler"])
     set_rng_state(saved["rng"][world.rank])
+    if ema is not None and saved.get("ema") is not None:
+        ema.load_state_dict(saved["ema"])
     routed = saved.get("routing", [None] * world.world_size)[world.rank]
     if model.moe is not None and routed is not None:  # the epoch's routing counts so far
         model.moe.routed = routed.to(model.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -74,6 +75,8 @@ def train(
                         cfg.precision,
                     )
                 loss_sum += sum(losses.values())
+                if run.ema is not None:  # --ema: the running average of the weights, evaluated and saved
+                    run.ema.update(model)
                 if run.profiler is not None:
                     run.profiler.step()
                 if run.scheduler is not None and cfg.scheduler != "plateau":
@@ -85,7 +88,7 @@ def train(
                         log_step(run.writer, bar, values, float(run.optimizer.param_groups[0]["lr"]), state.step)
                 if cfg.save_every and state.step % cfg.save_every == 0 and state.batch < len(sampler):
                     state.loss_sum = check_finite(run, {"epoch": loss_sum.item()})["epoch"]
-                    save_state(cfg, world, finite(run), run.optimizer, run.scheduler, state)
+                    save_state(cfg, world, finite(run), run.optimizer, run.scheduler, state, run.ema)
 
             if run.profiler is not None:  # profiling ends with the first epoch at the latest (not evaluation)
                 run.profiler.finish()
@@ -94,14 +97,16 @@ def train(
             train_seconds = time.perf_counter() - started
             routing = routing_shares(run)  # a mixture of experts: the share of sentences each expert received
             metrics = {}
+            averaged = run.ema.applied(model) if run.ema is not None else contextlib.nullcontext()
             if world.is_main:  # evaluate, keep the best model, report
-                metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
-                seconds = time.perf_counter() - started
-                log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds, routing)
-                if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
-                    state.best_metrics = {**metrics, "epoch": state.epoch + 1}
-                    save_model(run.save_to, finite(run), run.tokenizer, run_settings(run))
-                    write_predictions_of(run, "dev", run.dev_data, dev_predictions)
+                with averaged:  # (--ema: the averaged weights in place of the raw ones)
+                    metrics, dev_predictions = evaluate(model, run.dev_data, cfg.precision, progress=True)
+                    seconds = time.perf_counter() - started
+                    log_epoch(run.writer, state.epoch + 1, cfg.epochs, metrics, train_seconds, seconds, routing)
+                    if not state.best_metrics or metrics["mean"] > state.best_metrics["mean"]:
+                        state.best_metrics = {**metrics, "epoch": state.epoch + 1}
+                        save_model(run.save_to, finite(run), run.tokenizer, run_settings(run))
+                        write_predictions_of(run, "dev", run.dev_data, dev_predictions)
                 if report is not None:
                     timing = {"train_loss": epoch_loss, "seconds": seconds, "train_seconds": train_seconds}
                     report({**metrics, **routing, "epoch": state.epoch + 1, **timing})
@@ -112,7 +117,7 @@ def train(
             state.best_metrics = world.broadcast(state.best_metrics)
             run.trained = True
             if cfg.resume is not None:
-                save_state(cfg, world, finite(run), run.optimizer, run.scheduler, state)
+                save_state(cfg, world, finite(run), run.optimizer, run.scheduler, state, run.ema)
         finish_run(run)
     distributed.teardown()  # on success only: leaving waits for every rank; after a failure torchrun stops them
     return state.best_metrics

@@ -29,6 +29,7 @@ from mtbert.model.tokenizer import Tokenizer
 from mtbert.outputs import lock_all, writable_dir, writable_file
 from mtbert.train.checkpoint import STATE, RunState, load_training_state, restore
 from mtbert.train.distributed import Distributed
+from mtbert.train.ema import WeightAverage
 from mtbert.train.optim import build_optimizer, layer_lr_scales
 from mtbert.train.profiler import StepProfiler
 from mtbert.train.schedule import Scheduler, build_scheduler
@@ -65,6 +66,7 @@ class Run:
     state: RunState
     recorded: StepFn | None  # a replacement of train_step (--graph_steps), or None
     unfreezing: Unfreezing | None  # --unfreeze_interval
+    ema: WeightAverage | None  # --ema
     profiler: StepProfiler | None  # --profiler (rank 0)
     writer: SummaryWriter | None
     save_to: Path
@@ -98,8 +100,9 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
         optimizer, scheduler = setup_optimization(cfg, model, cfg.epochs * len(sampler))
         state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
         saved = load_training_state(cfg.resume) if cfg.resume is not None else None
+        ema = WeightAverage(model, cfg.ema) if cfg.ema else None
         if saved is not None:
-            state = restore(cfg, saved, world, model, optimizer, scheduler)
+            state = restore(cfg, saved, world, model, optimizer, scheduler, ema)
             log.info("resuming from %s: epoch %d, step %d", cfg.resume, state.epoch + 1, state.step)
         unfreezing = Unfreezing(model, cfg.unfreeze_interval) if cfg.unfreeze_interval else None
         if unfreezing is not None:  # the optimizer holds every parameter that will train; those yet to join wait
@@ -124,6 +127,7 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
             state=state,
             recorded=speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None,
             unfreezing=unfreezing,
+            ema=ema,
             profiler=profiler,
             writer=setup_writer(cfg, state, resumed=saved is not None) if to_write else None,
             save_to=Path(cfg.save_dir) / run_name(cfg),
