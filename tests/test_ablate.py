@@ -9,7 +9,7 @@ import pytest
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.lab.ablate import Ablation, ablate
+from mtbert.lab.ablate import ROWS, Ablation, ablate
 
 from .conftest import SST_ROWS
 
@@ -95,8 +95,9 @@ def test_every_row_through_the_command_line(cfg: Config, tmp_path: Path, capsys)
     ]
     main(["ablate", *flags])
     out = capsys.readouterr().out
-    for row in ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay", "ema"):
+    assert len(ROWS) == 8
+    for row in ROWS:
         assert f"| {row} | " in out
-    assert "(12 runs trained now)" in out
+    assert f"({2 * len(ROWS)} runs trained now)" in out
     main(["ablate", *flags])
     assert "(0 runs trained now)" in capsys.readouterr().out
