@@ -22,6 +22,7 @@ from mtbert.config import (
     add_config_arguments,
     add_config_file_argument,
     config_from_args,
+    file_settings,
 )
 from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
@@ -165,7 +166,8 @@ def run_ablate(args: argparse.Namespace) -> None:
     from mtbert.lab.ablate import Ablation, ablate
 
     parser = args.command_parser
-    result = ablate(config_from_args(parser, args), config_from_args(parser, args, Ablation))
+    file = file_settings(args)  # read once for both
+    result = ablate(config_from_args(parser, args, file=file), config_from_args(parser, args, Ablation, file))
     print(result.table.read_text(encoding="utf-8"), end="")
     print(f"wrote {result.table} and {result.plot} ({result.trained} runs trained now)")
 
@@ -251,8 +253,9 @@ def run_train(args: argparse.Namespace, search: bool = False) -> None:
     """Trains once, or (--hpo, `mtbert tune`) runs a search of trainings."""
     if search:  # `mtbert tune`: --hpo without saying so
         args.hpo = True
-    cfg = config_from_args(args.command_parser, args)
-    settings = config_from_args(args.command_parser, args, Search)
+    file = file_settings(args)  # read once for both
+    cfg = config_from_args(args.command_parser, args, file=file)
+    settings = config_from_args(args.command_parser, args, Search, file)
     if settings.hpo:
         return run_search(cfg, settings)
     from mtbert.fitting import fit

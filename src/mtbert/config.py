@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -42,15 +43,21 @@ def check_bounds(settings: object, prefix: str = "") -> None:
             raise ValueError(f"{flag} {describe_bounds(bounds)}, got {value}")
 
 
-def within(value: float, bounds: str) -> bool:
+def bound_ends(bounds: str) -> tuple[float, float]:
+    """The low and high ends of an interval written "[low, high)"."""
     low, high = (float(end) for end in bounds[1:-1].split(","))
+    return low, high
+
+
+def within(value: float, bounds: str) -> bool:
+    low, high = bound_ends(bounds)
     above = value >= low if bounds[0] == "[" else value > low
     below = value <= high if bounds[-1] == "]" else value < high
     return above and below
 
 
 def describe_bounds(bounds: str) -> str:
-    low, high = (float(end) for end in bounds[1:-1].split(","))
+    low, high = bound_ends(bounds)
     if math.isinf(high):
         if bounds[0] == "(":
             return f"must be above {low:g}"
@@ -431,6 +438,7 @@ class Flag:
     repeatable: bool = False
 
 
+@functools.cache
 def flags_of(settings: type) -> dict[str, Flag]:
     """Name -> flag of every setting of a settings dataclass; Config's task table gives a flag per task and field."""
     kinds = typing.get_type_hints(settings)
@@ -506,20 +514,30 @@ class JoinRepeated(argparse.Action):
         setattr(namespace, self.dest, f"{before},{values}" if before else values)
 
 
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: type = Config) -> Any:
+def config_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: type = Config, file: dict | None = None
+) -> Any:
     """The settings dataclass `settings` (Config, Search, or another command's) from parsed flags: the defaults, then
-    the --config file's values (if the command has one), then the flags given. A failed check becomes a parser
-    error (exit code 2) naming the flag, and the file when the value came from it."""
+    the --config file's values (if the command has one; `file`: those values, read once by a command that builds
+    several dataclasses, see file_settings), then the flags given. A failed check becomes a parser error (exit code
+    2) naming the flag, and the file when the value came from it."""
     names = flags_of(settings)
     given = {k: v for k, v in vars(args).items() if k in names}
     path = getattr(args, "config", None)
-    from_file = {k: v for k, v in read_config_file(path).items() if k in names} if path else {}
+    file = file_settings(args) if file is None else file
+    from_file = {k: v for k, v in file.items() if k in names}
     values = from_file | given
     try:
         return settings.from_settings(values) if settings is Config else settings(**values)
     except ValueError as e:
         named = [k for k in from_file if k not in given and f"--{k} " in f"{e} "]
         parser.error(f"{path}: {e}" if named else str(e))
+
+
+def file_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of the command's --config file (see read_config_file); none without one."""
+    path = getattr(args, "config", None)
+    return read_config_file(path) if path else {}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
         speed.tune(world.device)  # before the first kernel runs
     seed_everything(cfg.seed)  # the same initial weights on every rank
     model, tokenizer = setup_model(cfg)
-    claims = claim_outputs(cfg, model) if world.is_main else contextlib.ExitStack()
+    save_to = Path(cfg.save_dir) / run_name(cfg)
+    claims = claim_outputs(cfg, model, save_to) if world.is_main else contextlib.ExitStack()
     try:
         tagger = setup_tagger(cfg, model)
         place_model(model, cfg, world.device, speed)
@@ -130,7 +131,7 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
             ema=ema,
             profiler=profiler,
             writer=setup_writer(cfg, state, resumed=saved is not None) if to_write else None,
-            save_to=Path(cfg.save_dir) / run_name(cfg),
+            save_to=save_to,
             claims=claims,
         )
     except BaseException:
@@ -254,11 +255,11 @@ def setup_optimization(
     return optimizer, build_scheduler(cfg.scheduler, optimizer, total_steps)
 
 
-def claim_outputs(cfg: Config, model: MultitaskModel) -> contextlib.ExitStack:
-    """Checks every path the run will write before anything runs (the right kind, writable, room for a model; one
-    line naming the flag), then locks them for this run: a second run writing the same ones stops at once."""
+def claim_outputs(cfg: Config, model: MultitaskModel, save_to: Path) -> contextlib.ExitStack:
+    """Checks every path the run will write before anything runs (the right kind, writable, room for a model in
+    `save_to`; one line naming the flag), then locks them for this run: a second run writing the same ones stops at
+    once."""
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    save_to = Path(cfg.save_dir) / run_name(cfg)
     writable_dir("--save_dir", save_to, need_bytes=model_bytes)
     writable_dir("--logdir", cfg.logdir)
     outputs = [(f"--{t}_{split}_out", Path(prediction_file(cfg, t, split))) for t in cfg.tasks for split in SPLITS]
