@@ -8,7 +8,7 @@ import pytest
 from mtbert.cli import main
 from mtbert.data.fetch import fetch
 from mtbert.data.files import read_examples
-from mtbert.data.sampler import MultitaskSampler
+from mtbert.data.sampler import MultitaskSampler, task_shares
 from mtbert.model.tasks import TASKS
 
 from .conftest import REPO, write_csv
@@ -103,6 +103,31 @@ def test_sampler_draws_without_replacement_and_is_reproducible() -> None:
     assert len(set(small[:30].tolist())) == 30, "a small task is cycled through whole permutations"
     assert all((a["big"] == b["big"]).all() for a, b in zip(steps, sampler.epoch(0), strict=True))
     assert not all((a["big"] == b["big"]).all() for a, b in zip(steps, sampler.epoch(1), strict=True))
+
+
+def test_task_shares_follow_the_training_sizes() -> None:
+    sizes = {"a": 900, "b": 100}
+    assert task_shares(sizes, "equal") == {"a": 0.5, "b": 0.5}
+    assert task_shares(sizes, "proportional") == pytest.approx({"a": 0.9, "b": 0.1})
+    assert task_shares(sizes, "sqrt") == pytest.approx({"a": 0.75, "b": 0.25})  # 30 : 10
+    assert task_shares(sizes, "annealed", epoch=0, epochs=5) == pytest.approx({"a": 0.9, "b": 0.1})
+    last = 900**0.2 / (900**0.2 + 100**0.2)  # a = 1 - 0.8 at the last epoch
+    assert task_shares(sizes, "annealed", epoch=4, epochs=5) == pytest.approx({"a": last, "b": 1 - last})
+
+
+def test_sampling_draws_each_task_its_share_in_every_step() -> None:
+    sizes = {"big": 900, "small": 100}
+    sampler = MultitaskSampler(sizes, samples_per_epoch=200, batch_size=16, seed=1, sampling="sqrt")
+    steps = list(sampler.epoch(0))
+    assert len(steps) == len(sampler) == 13  # the steps of an equal draw
+    drawn = {t: np.concatenate([s[t] for s in steps]) for t in sizes}
+    assert {t: len(d) for t, d in drawn.items()} == {"big": 300, "small": 100}  # 400 examples, 3 : 1
+    assert len(set(drawn["big"].tolist())) == 300, "without replacement within the epoch"
+    assert all(len(s["big"]) in (23, 24) and len(s["small"]) in (7, 8) for s in steps)  # spread evenly
+    assert sampler.loss_scales(0) == {"big": 1.5, "small": 0.5}
+    equal = MultitaskSampler(sizes, samples_per_epoch=200, batch_size=16, seed=1)
+    assert equal.loss_scales(0) == {"big": 1.0, "small": 1.0}
+    assert [len(s["small"]) for s in equal.epoch(0)] == [16] * 12 + [8]  # batches of --batch_size, as before
 
 
 def test_fetch_copies_a_local_mirror_and_validates_it(tmp_path, toy_data) -> None:

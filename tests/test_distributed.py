@@ -37,7 +37,9 @@ def torchrun(cfg: Config) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path):
+@pytest.mark.parametrize("surgery", ["none", "pcgrad"])
+def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_checkpoint: Path, surgery: str):
+    """(--grad_surgery pcgrad: each task's gradient averaged over the processes before the projection.)"""
     # no dropout anywhere (ranks draw different masks): the checkpoint's attention dropout off too
     model = tmp_path / "tiny-bert-no-dropout"
     shutil.copytree(tiny_checkpoint, model)
@@ -55,6 +57,7 @@ def test_two_processes_equal_one_process(tmp_path: Path, toy_data: Path, tiny_ch
             scheduler="none",
             hidden_dropout_prob=0.0,
             precision="fp32",  # bf16 rounds each split its own way
+            grad_surgery=surgery,
             resume=str(tmp_path / "one-state"),
             **run_paths(tmp_path / "one"),
         )

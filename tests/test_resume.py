@@ -20,8 +20,12 @@ from .conftest import run_child, run_paths
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "features",
-    [{}, {"unfreeze_interval": 1, "moe": True, "moe_experts": 2, "moe_gate": "hard", "optimizer": "sophiah"}],
-    ids=["plain", "unfreezing-moe-sophiah"],
+    [
+        {},
+        {"unfreeze_interval": 1, "moe": True, "moe_experts": 2, "moe_gate": "hard", "optimizer": "sophiah"},
+        {"grad_surgery": "pcgrad", "smart": 1.0, "smart_eps": 1e-3, "task_sampling": "annealed", "ema": 0.9},
+    ],
+    ids=["plain", "unfreezing-moe-sophiah", "pcgrad-smart-annealed-ema"],
 )
 def test_killed_run_resumes_to_the_same_parameters_and_metrics(
     resume_cfg: Config, tmp_path: Path, features: dict

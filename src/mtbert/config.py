@@ -238,6 +238,13 @@ class Config:
     samples_per_epoch: int = opt(
         10000, "examples drawn per task and epoch (random, without replacement)", bounds="[1, inf)"
     )
+    task_sampling: Literal["equal", "proportional", "sqrt", "annealed"] = opt(
+        "equal",
+        "each task's share of an epoch's samples_per_epoch x tasks examples (Stickland & Murray, 2019, 'BERT and "
+        "PALs'): equal; proportional to its training rows N; to sqrt(N); or annealed, N^a with a falling from 1 "
+        "at the first epoch to 0.2 at the last. A task's mean loss counts as its share, so every example weighs "
+        "the same; each step still holds every task",
+    )
     scheduler: Literal["plateau", "cosine", "none"] = opt(
         "plateau", "plateau: halve the lr when the dev score stalls; cosine: decay to 0 over the run"
     )
@@ -247,6 +254,26 @@ class Config:
         "an exponential moving average of the weights (Polyak & Juditsky, 1992), avg = ema * avg + (1 - ema) * "
         "weights after every step, evaluated and saved in place of the raw weights (0: off; 0.999 is usual)",
         bounds="[0, 1)",
+    )
+    smart: float = opt(
+        0.0,
+        "weight of SMART's smoothness term (Jiang et al., 2020, 'SMART: Robust and Efficient Fine-Tuning'): the "
+        "symmetric KL divergence (squared error for STS) between the heads' outputs on the input embeddings and on "
+        "them perturbed adversarially within --smart_eps, added to the loss; each step costs about 2 + "
+        "--smart_steps forward passes more (0: off; the paper uses 1 to 5)",
+        bounds="[0, inf)",
+    )
+    smart_eps: float = opt(
+        1e-5, "--smart: the perturbation's radius in the L-infinity norm (per coordinate)", bounds="[0, inf)"
+    )
+    smart_steps: int = opt(
+        1, "--smart: steps of projected gradient ascent that find the perturbation", bounds="[1, inf)"
+    )
+    grad_surgery: Literal["none", "pcgrad"] = opt(
+        "none",
+        "pcgrad: gradient surgery (Yu et al., 2020, 'Gradient Surgery for Multi-Task Learning'): each task's "
+        "gradient of the shared encoder and pooling loses its component along any other task's gradient it "
+        "conflicts with (negative dot product) before they are summed; one backward pass per task",
     )
     hidden_dropout_prob: float = opt(
         0.1,
@@ -303,6 +330,12 @@ class Config:
             raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
         if self.graph_steps and self.optimizer != "adamw":
             raise ValueError("--graph_steps records AdamW's update only; use --optimizer adamw")
+        if self.graph_steps and (self.task_sampling != "equal" or self.smart or self.grad_surgery != "none"):
+            raise ValueError(
+                "--graph_steps records the plain step: leave out --task_sampling, --smart and --grad_surgery"
+            )
+        if self.smart and (self.unpad or self.torch_compile != "off"):
+            raise ValueError("--smart perturbs the default passes' embeddings: leave out --unpad and --torch_compile")
         if self.graph_steps and self.torch_compile == "cudagraphs":
             raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
         speed_modes = self.unpad or self.torch_compile != "off" or self.graph_steps

@@ -1,5 +1,6 @@
 """`mtbert ablate`: the original project's ablation rows (baseline, tag embeddings, synthetic SST data, SophiaH) and
-ours (gradual unfreezing, a mixture of experts, layer-wise learning-rate decay, an average of the weights), each
+ours (gradual unfreezing, a mixture of experts, layer-wise learning-rate decay, an average of the weights, SMART,
+PCGrad, square-root task sampling), each
 trained over several seeds with the same shared flags, then compared as mean ± std per task with the report's table
 and plots (mtbert.lab.report).
 
@@ -28,7 +29,19 @@ from mtbert.lab.report import find_runs, markdown, plot
 from mtbert.lab.runs import run_config, saved_settings
 
 log = logging.getLogger(__name__)
-ROWS = ("baseline", "tagging", "synthetic", "sophiah", "unfreeze", "moe", "layer_lr_decay", "ema")
+ROWS = (
+    "baseline",
+    "tagging",
+    "synthetic",
+    "sophiah",
+    "unfreeze",
+    "moe",
+    "layer_lr_decay",
+    "ema",
+    "smart",
+    "pcgrad",
+    "task_sampling",
+)
 # Each row's flags, set on top of the shared ones; the synthetic row's file comes from --synthetic_train.
 ROW_FLAGS = {
     "baseline": {},
@@ -39,6 +52,9 @@ ROW_FLAGS = {
     "moe": {"moe": True},
     "layer_lr_decay": {"layer_lr_decay": 0.95},
     "ema": {"ema": 0.99},
+    "smart": {"smart": 1.0},
+    "pcgrad": {"grad_surgery": "pcgrad"},
+    "task_sampling": {"task_sampling": "sqrt"},
 }
 SYNTHETIC_FILE = "ids-sst-train-syn.csv"  # the original project's GPT-2 file: the SST rows, then generated ones
 
@@ -49,7 +65,8 @@ class Ablation:
         ",".join(ROWS),
         "the rows to train, comma-separated: baseline (the shared flags), tagging (--additional_input), synthetic "
         "(--sst_train --synthetic_train), sophiah (--optimizer sophiah at its default lr), unfreeze "
-        "(--unfreeze_interval 1), moe (--moe), layer_lr_decay (--layer_lr_decay 0.95), ema (--ema 0.99)",
+        "(--unfreeze_interval 1), moe (--moe), layer_lr_decay (--layer_lr_decay 0.95), ema (--ema 0.99), smart "
+        "(--smart 1), pcgrad (--grad_surgery pcgrad), task_sampling (--task_sampling sqrt)",
     )
     seeds: int = opt(3, "runs of each row, with seeds --seed, --seed + 1, ...")
     ablate_dir: str = opt("ablation", "the folder of the runs, the table (ablation.md) and the plots")

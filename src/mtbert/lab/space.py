@@ -36,8 +36,8 @@ PER_TRIAL = {
 
 def default_space(cfg: Config) -> Space:
     """The space searched without --hpo_space: the learning rates and their layer-wise decay, the weight average,
-    dropout, weight decay, batch size and the active tasks' loss weights; with Sophia also its clipping scale rho and
-    the interval of its Hessian estimates."""
+    task sampling, gradient surgery, SMART, dropout, weight decay, batch size and the active tasks' loss weights;
+    with Sophia also its clipping scale rho and the interval of its Hessian estimates."""
     sophia = cfg.optimizer != "adamw"
     space: Space = {
         "lr": ("loguniform", [5e-6, 1e-4] if sophia else [1e-5, 3e-4]),
@@ -47,6 +47,9 @@ def default_space(cfg: Config) -> Space:
         "batch_size": ("choice", [16, 32, 64]),
         "layer_lr_decay": ("uniform", [0.8, 1.0]),
         "ema": ("choice", [0.0, 0.99, 0.999]),
+        "task_sampling": ("choice", ["equal", "proportional", "sqrt", "annealed"]),
+        "grad_surgery": ("choice", ["none", "pcgrad"]),
+        "smart": ("choice", [0.0, 1.0]),
         **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.tasks},
     }
     if sophia:

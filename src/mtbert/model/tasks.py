@@ -25,6 +25,8 @@ class TaskSpec:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (head output, labels) -> scalar
     # head output -> per-example loss against labels drawn from the model's own predictive distribution (SophiaG)
     sampled_loss: Callable[[torch.Tensor], torch.Tensor]
+    # (head output, head output) -> their mean symmetric divergence: SMART's smoothness term (train/smart.py)
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     predict: Callable[[torch.Tensor], torch.Tensor]  # head output -> predictions as written to files
     metric_name: str
     metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> metric
@@ -85,6 +87,19 @@ def _sampled_squared_error(score: torch.Tensor) -> torch.Tensor:
     return (score - labels) ** 2  # (B,)
 
 
+# Symmetric divergences of two outputs, for SMART: KL(p||q) + KL(q||p) = sum_k (p_k - q_k)(log p_k - log q_k); for
+# a Bernoulli logit that is (p - q)(a - b); a regression's outputs differ by their squared error.
+
+
+def _symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    log_p, log_q = F.log_softmax(a, dim=-1), F.log_softmax(b, dim=-1)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
+
+
+def _symmetric_binary_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).mean()
+
+
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((predictions == labels).mean())
 
@@ -107,6 +122,7 @@ TASKS: dict[str, TaskSpec] = {
         make_head=SentimentHead,
         loss=lambda logits, y: F.cross_entropy(logits, y.long()),
         sampled_loss=_sampled_cross_entropy,
+        divergence=_symmetric_kl,
         predict=lambda logits: logits.argmax(-1),
         metric_name="accuracy",
         metric=_accuracy,
@@ -121,6 +137,7 @@ TASKS: dict[str, TaskSpec] = {
         make_head=ParaphraseHead,
         loss=lambda logit, y: F.binary_cross_entropy_with_logits(logit, y.float()),
         sampled_loss=_sampled_binary_cross_entropy,
+        divergence=_symmetric_binary_kl,
         predict=lambda logit: (logit > 0).long(),
         metric_name="accuracy",
         metric=_accuracy,
@@ -135,6 +152,7 @@ TASKS: dict[str, TaskSpec] = {
         make_head=lambda hidden_size, dropout: SimilarityHead(),
         loss=lambda score, y: F.mse_loss(score, y.float()),
         sampled_loss=_sampled_squared_error,
+        divergence=lambda a, b: F.mse_loss(a, b),
         predict=lambda score: score.clamp(0.0, 5.0),
         metric_name="pearson",
         metric=_pearson,

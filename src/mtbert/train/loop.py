@@ -57,12 +57,14 @@ def train(
                 batches, initial=state.batch, total=len(sampler), desc=desc, unit="step", disable=not world.is_main
             )
             losses: dict[str, torch.Tensor] = {}
+            scales = sampler.loss_scales(state.epoch)  # --task_sampling: a task's loss counts as its share
+            task_weights = {t: w * scales[t] for t, w in cfg.loss_weights.items()}
             for rows in bar:
                 rows, share_weights = world.shard(rows)  # this process's part of every task's batch
                 if run.recorded is not None:  # the same step, recorded as a CUDA graph (--graph_steps, mtbert.accel)
                     losses = run.recorded(run.train_data, rows)
                 else:
-                    weights = {t: cfg.loss_weights[t] * share for t, share in share_weights.items()}
+                    weights = {t: task_weights[t] * share for t, share in share_weights.items()}
                     losses = train_step(
                         run.ddp_model,
                         model,
@@ -73,6 +75,8 @@ def train(
                         cfg.clip,
                         world.device,
                         cfg.precision,
+                        smart=run.smart,
+                        surgery=run.surgery,
                     )
                 loss_sum += sum(losses.values())
                 if run.ema is not None:  # --ema: the running average of the weights, evaluated and saved

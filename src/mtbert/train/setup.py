@@ -33,7 +33,9 @@ from mtbert.train.ema import WeightAverage
 from mtbert.train.optim import build_optimizer, layer_lr_scales
 from mtbert.train.profiler import StepProfiler
 from mtbert.train.schedule import Scheduler, build_scheduler
+from mtbert.train.smart import Smart
 from mtbert.train.speed import Speed, StepFn
+from mtbert.train.surgery import PCGrad
 from mtbert.train.unfreeze import Unfreezing
 
 if TYPE_CHECKING:
@@ -67,6 +69,8 @@ class Run:
     recorded: StepFn | None  # a replacement of train_step (--graph_steps), or None
     unfreezing: Unfreezing | None  # --unfreeze_interval
     ema: WeightAverage | None  # --ema
+    smart: Smart | None  # --smart
+    surgery: PCGrad | None  # --grad_surgery
     profiler: StepProfiler | None  # --profiler (rank 0)
     writer: SummaryWriter | None
     save_to: Path
@@ -129,6 +133,8 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
             recorded=speed.steps(model, optimizer, cfg.loss_weights, cfg.clip, cfg.precision) if speed.steps else None,
             unfreezing=unfreezing,
             ema=ema,
+            smart=Smart(cfg.smart, cfg.smart_eps, cfg.smart_steps) if cfg.smart else None,
+            surgery=PCGrad(cfg.seed, state.step) if cfg.grad_surgery == "pcgrad" else None,
             profiler=profiler,
             writer=setup_writer(cfg, state, resumed=saved is not None) if to_write else None,
             save_to=save_to,
@@ -238,7 +244,16 @@ def setup_sampler(cfg: Config, train_data: dict[str, TaskData]) -> MultitaskSamp
             "index column reads `synthetic`, as `mtbert synth` writes them)"
         )
     sizes = {t: len(d) for t, d in train_data.items()}
-    return MultitaskSampler(sizes, cfg.samples_per_epoch, cfg.batch_size, cfg.seed, synthetic, cfg.synthetic_ratio)
+    return MultitaskSampler(
+        sizes,
+        cfg.samples_per_epoch,
+        cfg.batch_size,
+        cfg.seed,
+        synthetic,
+        cfg.synthetic_ratio,
+        sampling=cfg.task_sampling,
+        epochs=cfg.epochs,
+    )
 
 
 def setup_optimization(

@@ -16,6 +16,8 @@ from mtbert.inference.precision import autocast
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import TASKS
 from mtbert.train.optim import Sophia, SophiaG, SophiaH
+from mtbert.train.smart import Smart
+from mtbert.train.surgery import PCGrad
 
 
 def compute_losses(
@@ -23,10 +25,16 @@ def compute_losses(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The loss of each task on its batch `rows`, and the heads' outputs; all the batches' sentences go through
     the encoder together."""
-    batch, labels = step_batch(data, rows)
+    outputs = forward(model, data, rows)
+    labels = {t: data[t].labels[index].to(device, non_blocking=True) for t, index in rows.items()}
+    return task_losses(outputs, labels), outputs
+
+
+def forward(model: nn.Module, data: dict[str, TaskData], rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The heads' outputs (float32) on each task's batch `rows`."""
+    batch, _ = step_batch(data, rows)
     tags = {t: data[t].tag_rows(index) for t, index in rows.items()} if model_tagged(data) else None
-    outputs = {t: out.float() for t, out in model(batch, tags=tags).items()}
-    return task_losses(outputs, {t: y.to(device, non_blocking=True) for t, y in labels.items()}), outputs
+    return {t: out.float() for t, out in model(batch, tags=tags).items()}
 
 
 def model_tagged(data: dict[str, TaskData]) -> bool:
@@ -47,9 +55,13 @@ def task_losses(outputs: dict[str, torch.Tensor], labels: dict[str, torch.Tensor
     return {t: TASKS[t].loss(out, labels[t]) for t, out in outputs.items()}
 
 
-def backward_and_update(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
-    """Backward, the gradients' norm clipped to `clip` (if above 0), the optimizer's update; gradients released."""
-    loss.backward()
+def backward_and_update(
+    loss: torch.Tensor | None, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float
+) -> None:
+    """Backward (unless the gradients are in place: loss None), the gradients' norm clipped to `clip` (if above 0),
+    the optimizer's update; gradients released."""
+    if loss is not None:
+        loss.backward()
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
@@ -66,21 +78,31 @@ def train_step(
     clip: float,
     device: torch.device | str,
     precision: str = "auto",
+    smart: Smart | None = None,
+    surgery: PCGrad | None = None,
 ) -> dict[str, torch.Tensor]:
     """One optimizer step on the batches `rows`, each task's mean loss weighted by `weights` (its loss weight
     times its share of the batch, see Distributed.shard); the forward pass runs through `ddp_model`, `model` or its
-    DDP wrapper. Returns the weighted losses (not synchronised)."""
+    DDP wrapper. `smart` (--smart) adds SMART's smoothness term to the loss; `surgery` (--grad_surgery) replaces
+    the backward pass of the summed loss by PCGrad's (which averages over processes itself: it runs `model`).
+    Returns the weighted losses (not synchronised)."""
     refresh = isinstance(optimizer, Sophia) and optimizer.hessian_due()
     twice = twice_differentiable() if refresh and isinstance(optimizer, SophiaH) else contextlib.nullcontext()
+    runs = model if surgery is not None else ddp_model
     with twice:  # to the end of backward, which recomputes the forward pass under --activation_checkpointing
         with autocast(device, precision):
-            losses, outputs = compute_losses(ddp_model, data, rows, device)
-        losses = {t: weights[t] * v for t, v in losses.items()}
+            losses, outputs = compute_losses(runs, data, rows, device)
+            losses = {t: weights[t] * v for t, v in losses.items()}
+            if smart is not None:
+                losses["smart"] = smart(lambda: forward(model, data, rows), model, outputs, weights)
         if model.moe is not None and model.moe.balance:  # --moe_balance: a mixture's load-balancing loss
             losses["moe_balance"] = model.moe.balance * model.moe.balance_loss()
         loss = sum(losses.values())
         if refresh:  # Sophia: refresh the diagonal Hessian estimate, every --hess_interval steps
             optimizer.update_hessian(hessian_loss(optimizer, loss, outputs, weights))
+        if surgery is not None:
+            surgery.backward(losses, model)
+            loss = None
         backward_and_update(loss, model, optimizer, clip)
     return {t: v.detach() for t, v in losses.items()}
 
