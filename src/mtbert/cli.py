@@ -16,6 +16,8 @@ from pathlib import Path
 
 from mtbert.config import (
     TASK_FLAGS,
+    TASK_NAMES,
+    TASK_TITLES,
     Config,
     Search,
     add_config_argument,
@@ -37,6 +39,11 @@ TUNE_HELP = (
 )
 
 
+CHECKPOINT_HELP = (
+    "model folder saved by `mtbert train`; several, comma-separated: their ensemble (the mean of their head outputs)"
+)
+
+
 def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The training flags (also those of the original project's multitask_classifier.py)."""
     parser = argparse.ArgumentParser(prog=prog, description=TRAIN_HELP)
@@ -52,7 +59,11 @@ def add_train(parser: argparse.ArgumentParser) -> None:
 
 
 def add_evaluate(ev: argparse.ArgumentParser) -> None:
-    ev.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    ev.add_argument(
+        "--checkpoint",
+        required=True,
+        help=CHECKPOINT_HELP,
+    )
     ev.add_argument(
         "--split",
         choices=("dev", "test"),
@@ -60,11 +71,25 @@ def add_evaluate(ev: argparse.ArgumentParser) -> None:
         help="which files to score: the dev files, or test files with labels given with --sst_test, --para_test, "
         "--sts_test (the course's test files have none)",
     )
-    ev.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
-    for task in TASKS:  # the file flags of training, each file scored in place of the --data_dir one
-        for split in ("dev", "test"):
-            add_config_argument(ev, f"{task}_{split}", with_default=True)
+    add_task_files(ev)
     add_model_use(ev)
+
+
+def add_task_files(parser: argparse.ArgumentParser, outputs: bool = False) -> None:
+    """--data_dir and training's flags of each task's dev and test file (each in place of the --data_dir one);
+    `outputs`: also those of the files their predictions are written to."""
+    parser.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
+    for task in TASKS:
+        for split in ("dev", "test"):
+            add_config_argument(parser, f"{task}_{split}", with_default=True)
+            if outputs:
+                add_config_argument(parser, f"{task}_{split}_out", with_default=True)
+
+
+def add_ensemble(en: argparse.ArgumentParser) -> None:
+    en.add_argument("models", nargs="+", metavar="MODEL", help="model folders saved by `mtbert train`")
+    add_task_files(en, outputs=True)
+    add_model_use(en)
 
 
 def add_model_use(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +100,11 @@ def add_model_use(parser: argparse.ArgumentParser) -> None:
 
 
 def add_predict(pr: argparse.ArgumentParser) -> None:
-    pr.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    pr.add_argument(
+        "--checkpoint",
+        required=True,
+        help=CHECKPOINT_HELP,
+    )
     pr.add_argument("--task", required=True, choices=tuple(TASKS), help="which head to use")
     pr.add_argument(
         "--input",
@@ -134,7 +163,11 @@ def add_synth(sy: argparse.ArgumentParser) -> None:
 def add_serve(se: argparse.ArgumentParser) -> None:
     from mtbert.serve.http import Limits
 
-    se.add_argument("--checkpoint", required=True, help="model folder saved by `mtbert train`")
+    se.add_argument(
+        "--checkpoint",
+        required=True,
+        help=CHECKPOINT_HELP,
+    )
     se.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     se.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     add_model_use(se)
@@ -159,7 +192,7 @@ def run_serve(args: argparse.Namespace) -> None:
         f"/docs); Ctrl-C stops",
         flush=True,
     )
-    serve(predictor, args.host, args.port, limits, Path(args.checkpoint).name)
+    serve(predictor, args.host, args.port, limits, "+".join(Path(f).name for f in args.checkpoint.split(",") if f))
 
 
 def run_ablate(args: argparse.Namespace) -> None:
@@ -318,14 +351,19 @@ def run_search(cfg: Config, settings: Search) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    predictor = load_predictor(args)
+    print(json.dumps(predictor.evaluate(labelled_files(args, predictor, args.split), progress=True), indent=2))
+
+
+def labelled_files(args: argparse.Namespace, predictor, split: str) -> dict:  # -> {task: TaskData}
+    """The labelled `split` files of the predictor's tasks (--data_dir, --{task}_{split}), read for its model."""
     from mtbert.data.task_files import split_file
 
     files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
-    predictor = load_predictor(args)
     data = {}
     for task in predictor.tasks:
-        path = split_file(files, task, args.split)
-        if args.split == "test" and not path.exists():  # the course has no Quora test file, say
+        path = split_file(files, task, split)
+        if split == "test" and not path.exists():  # the course has no Quora test file, say
             log.warning("%s: no such file, so no %s test metrics", path, task)
             continue
         d = predictor.read(task, path, require_labels=False)
@@ -335,12 +373,59 @@ def run_evaluate(args: argparse.Namespace) -> None:
             data[task] = d
     if not data:
         raise MtbertError(
-            f"no labelled {args.split} files to score (test files of the course have no labels: give labelled ones "
+            f"no labelled {split} files to score (test files of the course have no labels: give labelled ones "
             "with --sst_test, --para_test, --sts_test)"
-            if args.split == "test"
+            if split == "test"
             else f"no labelled dev files to score (--data_dir {args.data_dir})"
         )
-    print(json.dumps(predictor.evaluate(data, progress=True), indent=2))
+    return data
+
+
+def run_ensemble(args: argparse.Namespace) -> None:
+    """Each model's dev metrics and the ensemble's, as a table; the ensemble's dev and test predictions written."""
+    from mtbert.data.files import write_predictions
+    from mtbert.data.task_files import split_file
+    from mtbert.inference.evaluate import scores
+    from mtbert.serve.predictor import Predictor
+
+    ensemble = load_predictor(argparse.Namespace(**{**vars(args), "checkpoint": ",".join(args.models)}))
+    members = ensemble.model.members if len(args.models) > 1 else [ensemble.model]
+    dev = labelled_files(args, ensemble, "dev")
+    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+    test = {}
+    for task in ensemble.tasks:
+        path = split_file(files, task, "test")
+        if path.is_file():
+            test[task] = ensemble.read(task, path, require_labels=False)
+        else:
+            log.warning("%s: no such file, so no %s test predictions", path, task)
+    rows, mean = [], {}
+    for name, member in zip(args.models, members, strict=True):
+        raw = Predictor(member, ensemble.tokenizer, ensemble.tagger, ensemble.precision).outputs(dev, progress=True)
+        mean = {t: mean.get(t, 0) + out / len(members) for t, out in raw.items()}
+        rows.append((name, predictions_of(raw)))
+    rows.append(("ensemble", predictions_of(mean)))
+    table = [[name, *metric_cells(scores(found, dev))] for name, found in rows]
+    print(columns(["model", *(TASK_TITLES[t] for t in TASK_NAMES), "mean"], table))
+    for split, data, found in (("dev", dev, rows[-1][1]), ("test", test, None)):
+        found = found if found is not None else predictions_of(ensemble.outputs(data, progress=True))
+        for task, values in found.items():
+            out = getattr(args, f"{task}_{split}_out")
+            write_predictions(out, TASKS[task].prediction_header, data[task].examples.ids, values)
+            log.info("wrote %s", out)
+
+
+def predictions_of(raw: dict) -> dict:  # {task: raw head outputs} -> {task: predictions}
+    return {t: TASKS[t].predict(out).numpy() for t, out in raw.items()}
+
+
+def metric_cells(metrics: dict[str, float]) -> list[str]:
+    """A table row's cells: each task's metric (blank where it has none), then the mean."""
+    cells = []
+    for task in TASK_NAMES:
+        key = f"{task}/{TASKS[task].metric_name}"
+        cells.append(f"{metrics[key]:.3f}" if key in metrics else "")
+    return [*cells, f"{metrics['mean']:.3f}" if "mean" in metrics else ""]
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -380,7 +465,8 @@ def load_predictor(args: argparse.Namespace):  # -> mtbert.serve.predictor.Predi
     from mtbert.serve.predictor import load
     from mtbert.train.distributed import pick_device
 
-    return load(args.checkpoint, pick_device(args.use_gpu), args.precision, args.tag_cache)
+    folders = [f for f in args.checkpoint.split(",") if f]
+    return load(folders, pick_device(args.use_gpu), args.precision, args.tag_cache)
 
 
 def _read_text(path: Path) -> str:
@@ -446,6 +532,15 @@ COMMANDS = {
         "spread marked) and the plots. Rerunning continues it (docs/lab.md).",
     ),
     "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
+    "ensemble": Command(
+        "evaluate several trained models as one, the mean of their head outputs",
+        add_ensemble,
+        run_ensemble,
+        "Score each MODEL and their ensemble (each head's output the mean of the models': SST's logits, Quora's "
+        "logit, STS's score) on the dev files, print the table, and write the ensemble's dev and test predictions "
+        "where training writes them (--sst_dev_out, ...). `--checkpoint A,B,C` uses such an ensemble in `mtbert "
+        "evaluate`, `predict` and `serve`; mtbert.load([A, B, C]) in Python.",
+    ),
     "predict": Command("predict one task for sentences in a file or on stdin", add_predict, run_predict),
     "synth": Command(
         "generate extra SST training sentences with a label-conditioned language model",

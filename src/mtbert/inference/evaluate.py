@@ -43,6 +43,11 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Metrics keyed "{task}/{metric}" for the labelled tasks, plus "mean" (each mapped to [0, 1]) when all are."""
     predictions = predict(model, data, precision, progress)
+    return scores(predictions, data), predictions
+
+
+def scores(predictions: dict[str, np.ndarray], data: dict[str, TaskData]) -> dict[str, float]:
+    """The metrics of `evaluate` for given predictions of the tasks' rows."""
     metrics: dict[str, float] = {}
     for task, d in data.items():
         if d.labels is not None:
@@ -50,7 +55,7 @@ def evaluate(
             metrics[f"{task}/{spec.metric_name}"] = spec.metric(predictions[task], d.labels.numpy())
     if len(metrics) == len(data):
         metrics["mean"] = mean_score(metrics)
-    return metrics, predictions
+    return metrics
 
 
 def mean_score(metrics: dict[str, float]) -> float:

@@ -55,6 +55,11 @@ class Tokenizer:
         settings = {"do_lower_case": self.lowercase, "model_max_length": self.max_length}
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
 
+    def same_as(self, other: Tokenizer) -> bool:
+        """Whether `other` turns every text into the same token ids (its vocabulary and settings are this one's)."""
+        same_vocab = self.vocab_file.read_bytes() == other.vocab_file.read_bytes()
+        return same_vocab and (self.lowercase, self.max_length) == (other.lowercase, other.max_length)
+
     def set_max_length(self, max_length: int) -> None:
         """Truncates later encodings to `max_length` word pieces, [CLS] and [SEP] included."""
         self.max_length = max_length

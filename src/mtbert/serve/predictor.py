@@ -23,6 +23,7 @@ from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task, task_data
 from mtbert.errors import MtbertError
 from mtbert.inference.evaluate import evaluate, outputs
+from mtbert.model.ensemble import Ensemble
 from mtbert.model.multitask import MultitaskModel
 from mtbert.model.tasks import SENTIMENT_NAMES, TASKS
 from mtbert.model.tokenizer import Tokenizer
@@ -46,10 +47,15 @@ class Paraphrase:
 
 
 class Predictor:
-    """A trained model on its device with its tokenizer (and the tagger of a model trained with tags)."""
+    """A trained model (or an ensemble of several) on its device with its tokenizer (and the tagger of a model
+    trained with tags)."""
 
     def __init__(
-        self, model: MultitaskModel, tokenizer: Tokenizer, tagger: Tagger | None = None, precision: str = "auto"
+        self,
+        model: MultitaskModel | Ensemble,
+        tokenizer: Tokenizer,
+        tagger: Tagger | None = None,
+        precision: str = "auto",
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -122,9 +128,13 @@ def results(task: str, raw: torch.Tensor) -> list:
 
 
 def load(
-    folder: str | Path, device: str | torch.device | None = None, precision: str = "auto", tag_cache: str | None = None
+    folder: str | Path | Sequence[str | Path],
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    tag_cache: str | None = None,
 ) -> Predictor:
-    """A model folder saved by `mtbert train` as a Predictor on `device` (default: CUDA where there is one).
+    """A model folder saved by `mtbert train` as a Predictor on `device` (default: CUDA where there is one); several
+    folders: their ensemble (mtbert.model.ensemble), the mean of their head outputs, used as one model.
 
     `precision`: "auto" (bf16 autocast on a GPU that has it), "fp32" or "bf16". `tag_cache`: where a model trained
     with --additional_input keeps the tags of the sentences it has seen (default: the user's cache folder).
@@ -136,7 +146,19 @@ def load(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MtbertError(f"device {device}: CUDA is not available on this machine")
     tune_kernels(device)
-    model, tokenizer, _ = load_model(folder)
+    folders = [folder] if isinstance(folder, str | Path) else list(folder)
+    if not folders:
+        raise MtbertError("no model folder given")
+    loaded = [load_model(f) for f in folders]
+    model, tokenizer, _ = loaded[0]
+    if len(loaded) > 1:
+        for f, (_, other, _) in zip(folders[1:], loaded[1:], strict=True):
+            if not tokenizer.same_as(other):
+                raise MtbertError(f"{f}: its tokenizer differs from that of {folders[0]}; an ensemble needs one")
+        try:
+            model = Ensemble([m for m, _, _ in loaded])
+        except ValueError as e:
+            raise MtbertError(f"{', '.join(map(str, folders))}: not one ensemble: {e}") from None
     tagger = Tagger(tag_cache, model.tag_vocab) if model.tag_vocab is not None else None
     return Predictor(model.to(device), tokenizer, tagger, precision)
 
