@@ -174,6 +174,19 @@ def add_serve(se: argparse.ArgumentParser) -> None:
     add_config_arguments(se, Limits)
 
 
+def add_pretrain(pt: argparse.ArgumentParser) -> None:
+    from mtbert.train.mlm import Pretraining
+
+    add_config_arguments(pt, Pretraining)
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    from mtbert.train.mlm import Pretraining, pretrain
+
+    out = pretrain(config_from_args(args.command_parser, args, Pretraining))
+    print(f"wrote {out}: train on it with --model {out}")
+
+
 def add_ablate(ab: argparse.ArgumentParser) -> None:
     from mtbert.lab.ablate import Ablation
 
@@ -530,6 +543,16 @@ COMMANDS = {
         "the weights) over --seeds seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and write"
         " ABLATE_DIR/ablation.md (mean ± std per task and row, differences from the baseline larger than the seeds' "
         "spread marked) and the plots. Rerunning continues it (docs/lab.md).",
+    ),
+    "pretrain": Command(
+        "continue the encoder's masked-language-model training on the tasks' sentences",
+        add_pretrain,
+        run_pretrain,
+        "Continue the masked-language-model training of a BERT checkpoint (default: the packaged MiniLM) on the "
+        "training sentences of the tasks and any --text files: 15% of word pieces chosen, 80/10/10 masked, random, "
+        "kept; the checkpoint's MLM head, or a new one tied to the word embeddings. Writes a Hugging Face "
+        "checkpoint folder (--out) to train on with --model; a stopped run continues from OUT.state when the same "
+        "command is run again (docs/training.md).",
     ),
     "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
     "ensemble": Command(

@@ -509,7 +509,10 @@ def add_config_argument(
     default (a command that reads the flag itself, sharing a setting with training, as --precision)."""
     flag = flags_of(settings)[name]
     kind = value_type(flag.kind)
-    kwargs: dict = {"default": flag.default if with_default else argparse.SUPPRESS, "help": flag.help}
+    kwargs: dict = {
+        "default": flag.default if with_default else argparse.SUPPRESS,
+        "help": flag.help.replace("%", "%%"),
+    }
     if kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(kind) is Literal:

@@ -16,7 +16,7 @@ def load_encoder(path: str | Path | None = None) -> BertEncoder:
     encoder, in eval mode; `None` means the packaged all-MiniLM-L6-v2."""
     folder = Path(path) if path is not None else default_checkpoint()
     model = BertEncoder(read_config(folder))
-    model.load_state_dict(convert_hf_state_dict(read_weights(folder), model.config.num_hidden_layers))
+    model.load_state_dict(convert_hf_state_dict(read_weights(folder), model.config.num_hidden_layers), strict=False)
     return model.eval()
 
 
@@ -97,10 +97,23 @@ def hf_key_map(num_layers: int) -> dict[str, str | None]:
     return table
 
 
+def hf_state_dict(encoder: BertEncoder, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Our encoder's weights under Hugging Face's names (the key table read backwards), each name after `prefix`
+    ("bert." for a BertFor* model), on the CPU."""
+    ours_to_hf = {ours: hf for hf, ours in hf_key_map(encoder.config.num_hidden_layers).items() if ours is not None}
+    return {prefix + ours_to_hf[k]: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
+
+
+def hf_config(encoder: BertEncoder, architecture: str) -> dict:
+    """The config.json of a Hugging Face folder holding `encoder` as `architecture` (BertModel, BertForMaskedLM)."""
+    return {"architectures": [architecture], "model_type": "bert", **encoder.config.to_dict()}
+
+
 def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Renames a Hugging Face BERT state dict to ours. Unknown keys and missing parameters are errors.
 
-    A `bert.` prefix (BertFor* checkpoints) is stripped; their task heads (`cls.*`) are ignored.
+    A `bert.` prefix (BertFor* checkpoints) is stripped; their task heads (`cls.*`) are ignored; a checkpoint
+    without BERT's [CLS] pooler (BertForMaskedLM) leaves it out, to keep its initial weights.
     """
     table = hf_key_map(num_layers)
     ours: dict[str, torch.Tensor] = {}
@@ -116,6 +129,8 @@ def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], num_layers: int) ->
     if unknown:
         raise MtbertError(f"unexpected weights in the checkpoint: {', '.join(unknown[:5])}")
     missing = sorted(v for v in table.values() if v is not None and v not in ours)
+    if missing == ["pooler.bias", "pooler.weight"]:  # a BertForMaskedLM has none; mtbert pools its own way
+        return ours
     if missing:
         raise MtbertError(f"weights missing from the checkpoint: {', '.join(missing[:5])}")
     return ours

@@ -55,6 +55,13 @@ class Tokenizer:
         settings = {"do_lower_case": self.lowercase, "model_max_length": self.max_length}
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
 
+    def token_id(self, token: str) -> int:
+        """The id of a special token ("[MASK]", "[CLS]", ...); an MtbertError if the vocabulary lacks it."""
+        found = self._tok.token_to_id(token)
+        if found is None:
+            raise MtbertError(f"{self.vocab_file}: the vocabulary has no {token} token")
+        return found
+
     def same_as(self, other: Tokenizer) -> bool:
         """Whether `other` turns every text into the same token ids (its vocabulary and settings are this one's)."""
         same_vocab = self.vocab_file.read_bytes() == other.vocab_file.read_bytes()

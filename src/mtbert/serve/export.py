@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from mtbert.errors import MtbertError
 from mtbert.inference.saved import load_model
-from mtbert.model.hf import hf_key_map
+from mtbert.model.hf import hf_config, hf_state_dict
 from mtbert.outputs import writable_dir
 
 HEADS = "mtbert_heads.safetensors"  # the pooling and task heads, under the names of mtbert's MultitaskModel
@@ -55,13 +55,11 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
             f"--checkpoint {checkpoint}: its encoder adds POS/NER tag embeddings, which a Hugging Face "
             "BertModel does not have"
         )
-    enc = model.encoder
-    ours_to_hf = {ours: hf for hf, ours in hf_key_map(enc.config.num_hidden_layers).items() if ours is not None}
-    encoder_state = {ours_to_hf[k]: v.detach().contiguous().cpu() for k, v in enc.state_dict().items()}
+    encoder_state = hf_state_dict(model.encoder)
     heads_state = {
         k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")
     }
-    config = {"architectures": ["BertModel"], "model_type": "bert", **enc.config.to_dict()}
+    config = hf_config(model.encoder, "BertModel")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
