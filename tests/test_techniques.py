@@ -1,7 +1,10 @@
-"""What the training techniques compute: PCGrad's projection (--grad_surgery) and SMART's smoothness term (--smart),
-on hand-made gradients and on a tiny random model over the toy data."""
+"""What the training techniques compute: PCGrad's projection (--grad_surgery), SMART's smoothness term (--smart),
+task sampling in the loop and cross-encoded pairs (--pair_encoding cross), on hand-made numbers and on a tiny random
+model over the toy data."""
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +13,12 @@ import torch
 from mtbert.config import Config
 from mtbert.data.task_data import read_task
 from mtbert.data.task_files import split_file
+from mtbert.errors import MtbertError
 from mtbert.fitting import fit
+from mtbert.model.heads import CrossPairHead
+from mtbert.model.multitask import join_pairs, segments
 from mtbert.model.tasks import TASKS
+from mtbert.model.tokenizer import Tokenizer, pad_batch
 from mtbert.train.setup import setup_model
 from mtbert.train.smart import Smart
 from mtbert.train.step import compute_losses, forward
@@ -134,3 +141,49 @@ def test_techniques_train_in_the_loop(still_cfg: Config, changes: dict) -> None:
     fit(replace(still_cfg, save_dir=still_cfg.save_dir + "-2", **changes), report=changed.append)
     assert all(np.isfinite(r["train_loss"]) for r in changed)
     assert changed[-1]["train_loss"] != pytest.approx(plain[-1]["train_loss"], rel=1e-6)
+
+
+def test_cross_encoding_joins_a_pair_as_bert_does(tiny_checkpoint) -> None:
+    """[CLS] a [SEP] b [SEP] and its token types, as the tokenizer encodes a pair; a long pair is cut to fit."""
+    tokenizer = Tokenizer.from_pretrained(tiny_checkpoint)
+    first, second = ["the man plays .", "a film"], ["a dog runs in the park .", "good"]
+    pairs = tokenizer(first, second)
+    joined = join_pairs(tokenizer.encode_ids(first), tokenizer.encode_ids(second), limit=64)
+    ids, mask = pad_batch(joined, tokenizer.pad_id)
+    assert torch.equal(ids, pairs["input_ids"])
+    sep = tokenizer.token_id("[SEP]")
+    assert torch.equal(segments(ids, sep) * mask, pairs["token_type_ids"])
+    cut = join_pairs(tokenizer.encode_ids(first), tokenizer.encode_ids(second), limit=8)
+    assert [len(c) for c in cut] == [8, 6] and all(c[-1] == sep and c.count(sep) == 2 for c in cut)
+
+
+def test_cross_encoded_heads_read_the_pairs_pooled_state(still_cfg: Config) -> None:
+    cfg = replace(still_cfg, pair_encoding="cross")
+    model, data, rows = step_inputs(cfg)
+    model.eval()
+    assert isinstance(model.heads["para"], CrossPairHead) and not isinstance(model.heads["sst"], CrossPairHead)
+    outputs = forward(model, data, rows)
+    first, second = data["sts"].rows(rows["sts"])
+    ids, mask = pad_batch(join_pairs(first, second, 512), model.pad_id)
+    types = segments(ids, model.sep_id)
+    assert types.any()  # the second sentences have type 1
+    with torch.no_grad():
+        pooled = model.pool(model.encoder(ids, mask, types), mask)
+        torch.testing.assert_close(outputs["sts"], model.heads["sts"](pooled), atol=1e-5, rtol=1e-5)
+
+
+def test_a_cross_encoding_model_saves_loads_and_predicts(still_cfg: Config) -> None:
+    import mtbert
+
+    cfg = replace(still_cfg, pair_encoding="cross")
+    history = []
+    fit(cfg, report=history.append)
+    folder = Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask"
+    assert json.loads((folder / "mtbert.json").read_text())["pair_encoding"] == "cross"
+    predictor = mtbert.load(folder, precision="fp32")
+    best = max(history, key=lambda h: h["mean"])
+    data = {t: predictor.read(t, split_file(cfg, t, "dev")) for t in cfg.tasks}
+    assert predictor.evaluate(data)["para/accuracy"] == pytest.approx(best["para/accuracy"])
+    assert 0 <= predictor.similarity([("a man plays", "the man plays")])[0] <= 5
+    with pytest.raises(MtbertError, match="encodes pairs as cross: add --pair_encoding cross"):
+        fit(replace(still_cfg, model=None, checkpoint=str(folder), save_dir=cfg.save_dir + "-2"))

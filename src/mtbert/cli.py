@@ -540,7 +540,8 @@ COMMANDS = {
         run_ablate,
         "Train the ablation rows (baseline: the flags given; then each with one feature added: tag embeddings, "
         "synthetic SST data, SophiaH, gradual unfreezing, a mixture of experts, layer-wise lr decay, an average of "
-        "the weights) over --seeds seeds each, all other flags shared (--epochs, --samples_per_epoch, ...), and write"
+        "the weights, SMART, PCGrad, square-root task sampling, cross-encoded pairs) over --seeds seeds each, "
+        "all other flags shared (--epochs, --samples_per_epoch, ...), and write"
         " ABLATE_DIR/ablation.md (mean ± std per task and row, differences from the baseline larger than the seeds' "
         "spread marked) and the plots. Rerunning continues it (docs/lab.md).",
     ),

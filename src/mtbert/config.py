@@ -133,6 +133,13 @@ class Config:
     per_task: dict[str, TaskSettings] = field(
         default_factory=default_tasks, metadata={"help": "each task's files and loss weight (TaskSettings)"}
     )
+    pair_encoding: Literal["bi", "cross"] = opt(
+        "bi",
+        "how the pair tasks (Quora, STS) read a pair: bi encodes each sentence on its own and the head compares "
+        "the two embeddings (a sentence embedding per sentence, as the original project); cross encodes the pair "
+        "as one sequence, [CLS] a [SEP] b [SEP] with b's token type 1, so that every layer attends across the two, "
+        "and the head reads the pair's pooled state (Devlin et al., 2019; Reimers & Gurevych, 2019 compare both)",
+    )
     synthetic_ratio: float | None = opt(
         None,
         "at most this share of each epoch's examples of a task may be generated rows (rows whose index column reads "
@@ -339,8 +346,15 @@ class Config:
         if self.graph_steps and self.torch_compile == "cudagraphs":
             raise ValueError("--graph_steps records whole steps: use it with --torch_compile off or on, not cudagraphs")
         speed_modes = self.unpad or self.torch_compile != "off" or self.graph_steps
-        for name in ("additional_input", "moe"):  # what the speed modes' single-encoder passes do not carry
-            if getattr(self, name) and speed_modes:
+        if self.pair_encoding == "cross" and (self.moe or self.additional_input):
+            raise ValueError(
+                "--pair_encoding cross works with one encoder without tags: leave out --moe and --additional_input"
+            )
+        # what the speed modes' single-encoder passes do not carry
+        cross = self.pair_encoding == "cross"
+        carried = {"additional_input": self.additional_input, "moe": self.moe, "pair_encoding cross": cross}
+        for name, on in carried.items():
+            if on and speed_modes:
                 raise ValueError(
                     f"--{name} works with the default passes: leave out --unpad, --torch_compile and --graph_steps"
                 )

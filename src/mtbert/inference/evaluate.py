@@ -29,7 +29,7 @@ def outputs(
         return {}
     was_training = model.training
     model.eval()
-    sentences = sum(len(column) for d in data.values() for column in d.tokens)
+    sentences = sum(len(d.tokens[0]) * model.sequences_per_row(task) for task, d in data.items())
     bar = tqdm(total=sentences, desc="encoding", unit="sentence", disable=None if progress else True, leave=False)
     with bar, autocast(model.device, precision):  # (the bar on stderr if it is a terminal, removed when done)
         tags = {task: d.tags for task, d in data.items()} if model.tags is not None else None

@@ -37,6 +37,8 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
         full_meta = {"encoder": model.config.to_dict(), "tasks": list(model.heads), **meta}
         if model.moe is not None:  # a mixture of experts: how many, and how its gate routes
             full_meta["moe"] = {"experts": len(model.moe.experts), "gate": model.moe.gate_mode}
+        if model.pair_encoding != "bi":  # pairs encoded as one sequence ([SEP] tells their parts apart)
+            full_meta["pair_encoding"] = model.pair_encoding
         if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
             full_meta["tags"] = model.tag_vocab
         (tmp / META).write_text(json.dumps(full_meta, indent=2) + "\n")
@@ -86,7 +88,9 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     except Exception as e:  # safetensors raises its own error types on a damaged file
         raise MtbertError(f"{weights_file}: cannot read weights ({e}); the file may be truncated") from e
     tokenizer = Tokenizer.from_pretrained(folder)
-    model = MultitaskModel(encoder, tasks, dropout, pad_id=tokenizer.pad_id, tag_vocab=meta.get("tags"))
+    pairs = meta.get("pair_encoding", "bi")
+    sep_id = tokenizer.token_id("[SEP]") if pairs == "cross" else None
+    model = MultitaskModel(encoder, tasks, dropout, tokenizer.pad_id, meta.get("tags"), pairs, sep_id)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

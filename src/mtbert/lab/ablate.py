@@ -1,6 +1,6 @@
 """`mtbert ablate`: the original project's ablation rows (baseline, tag embeddings, synthetic SST data, SophiaH) and
 ours (gradual unfreezing, a mixture of experts, layer-wise learning-rate decay, an average of the weights, SMART,
-PCGrad, square-root task sampling), each
+PCGrad, square-root task sampling, cross-encoded pairs), each
 trained over several seeds with the same shared flags, then compared as mean ± std per task with the report's table
 and plots (mtbert.lab.report).
 
@@ -41,6 +41,7 @@ ROWS = (
     "smart",
     "pcgrad",
     "task_sampling",
+    "cross",
 )
 # Each row's flags, set on top of the shared ones; the synthetic row's file comes from --synthetic_train.
 ROW_FLAGS = {
@@ -55,6 +56,7 @@ ROW_FLAGS = {
     "smart": {"smart": 1.0},
     "pcgrad": {"grad_surgery": "pcgrad"},
     "task_sampling": {"task_sampling": "sqrt"},
+    "cross": {"pair_encoding": "cross"},
 }
 SYNTHETIC_FILE = "ids-sst-train-syn.csv"  # the original project's GPT-2 file: the SST rows, then generated ones
 
@@ -66,7 +68,8 @@ class Ablation:
         "the rows to train, comma-separated: baseline (the shared flags), tagging (--additional_input), synthetic "
         "(--sst_train --synthetic_train), sophiah (--optimizer sophiah at its default lr), unfreeze "
         "(--unfreeze_interval 1), moe (--moe), layer_lr_decay (--layer_lr_decay 0.95), ema (--ema 0.99), smart "
-        "(--smart 1), pcgrad (--grad_surgery pcgrad), task_sampling (--task_sampling sqrt)",
+        "(--smart 1), pcgrad (--grad_surgery pcgrad), task_sampling (--task_sampling sqrt), cross (--pair_encoding "
+        "cross)",
     )
     seeds: int = opt(3, "runs of each row, with seeds --seed, --seed + 1, ...")
     ablate_dir: str = opt("ablation", "the folder of the runs, the table (ablation.md) and the plots")

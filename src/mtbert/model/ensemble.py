@@ -43,6 +43,10 @@ class Ensemble(nn.Module):
     def device(self) -> torch.device:
         return self.members[0].device
 
+    def sequences_per_row(self, task: str) -> float:
+        """The members' mean (each counts its share of the progress, see forward)."""
+        return sum(m.sequences_per_row(task) for m in self.members) / len(self.members)
+
     def forward(
         self,
         batch: dict[str, list[list[list[int]]]],

@@ -72,3 +72,21 @@ class SimilarityHead(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return 5.0 * F.cosine_similarity(a, b, dim=-1)  # (B,)
+
+
+class CrossPairHead(nn.Module):
+    """A sentence pair encoded together ([CLS] a [SEP] b [SEP], --pair_encoding cross): an MLP from the pair's
+    pooled state to one number, Quora's paraphrase logit or STS's score."""
+
+    def __init__(self, hidden_size: int, dropout: float):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, 1),
+        )
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        return self.mlp(pair).squeeze(-1)  # (B,)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mtbert.model.encoder import BertEncoder, EncoderConfig
-from mtbert.model.heads import AttentionPooling
+from mtbert.model.heads import AttentionPooling, CrossPairHead
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.tags import TagEmbeddings, Tags
 from mtbert.model.tasks import TASKS
@@ -62,7 +62,11 @@ class PaddedPasses:
 
 class MultitaskModel(nn.Module):
     """One shared encoder (or a mixture of expert encoders, `moe`), attention pooling, a head per task; with
-    `tag_vocab` (--additional_input) also POS and NER tag embeddings, added to the encoder's input embeddings."""
+    `tag_vocab` (--additional_input) also POS and NER tag embeddings, added to the encoder's input embeddings.
+
+    `pair_encoding` "bi" encodes each sentence of a pair on its own and the head compares the two embeddings;
+    "cross" encodes a pair as one sequence [CLS] a [SEP] b [SEP] (b's token type 1, told by the [SEP] `sep_id`
+    before it) and the head reads the pair's pooled state."""
 
     def __init__(
         self,
@@ -71,6 +75,8 @@ class MultitaskModel(nn.Module):
         dropout: float,
         pad_id: int = 0,
         tag_vocab: dict | None = None,
+        pair_encoding: str = "bi",
+        sep_id: int | None = None,
     ):
         super().__init__()
         self.encoder: BertEncoder | None = encoder if isinstance(encoder, BertEncoder) else None
@@ -78,14 +84,27 @@ class MultitaskModel(nn.Module):
         for enc in self.encoders():  # BERT's [CLS] pooler: the tasks pool with attention instead (a gate uses its own)
             if self.moe is None or enc is not self.moe.gate_encoder:
                 enc.pooler.requires_grad_(False)
+        if pair_encoding == "cross" and (sep_id is None or self.moe is not None or tag_vocab is not None):
+            raise ValueError("pair_encoding cross needs the [SEP] id, and works with one encoder without tags")
         self.pool = AttentionPooling(encoder.config.hidden_size)
-        self.heads = nn.ModuleDict({t: TASKS[t].make_head(encoder.config.hidden_size, dropout) for t in tasks})
+        self.pair_encoding, self.sep_id = pair_encoding, sep_id
+        self.heads = nn.ModuleDict({t: self.make_head(t, encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.passes: EncoderPasses = PaddedPasses()
         self.tag_vocab: dict | None = None  # {"tagger", "pos", "ner"}: the tag names, saved with the model
         self.tags: TagEmbeddings | None = None
         if tag_vocab is not None:
             self.add_tags(tag_vocab)
+
+    def make_head(self, task: str, hidden_size: int, dropout: float) -> nn.Module:
+        if self.pair_encoding == "cross" and TASKS[task].pair:
+            return CrossPairHead(hidden_size, dropout)
+        return TASKS[task].make_head(hidden_size, dropout)
+
+    def sequences_per_row(self, task: str) -> float:
+        """How many sequences the encoder reads for one row of `task`: its text columns, or 1 for a cross-encoded
+        pair."""
+        return 1 if self.pair_encoding == "cross" and TASKS[task].pair else len(TASKS[task].text_columns)
 
     def add_tags(self, tag_vocab: dict) -> None:
         """Adds the tag embeddings of `tag_vocab`'s POS and NER tags, zero at first (the model's outputs unchanged)."""
@@ -113,7 +132,8 @@ class MultitaskModel(nn.Module):
         (else the encoder gets no mask); `extra` (b, T, H) added to the input embeddings."""
         if self.moe is not None:
             return self.moe(ids, mask, padded, extra, self.pool)
-        hidden = self.encoder(ids, mask if padded else None, extra_embeddings=extra)  # (b, T, H)
+        types = segments(ids, self.sep_id) if self.pair_encoding == "cross" else None  # (b, T)
+        hidden = self.encoder(ids, mask if padded else None, types, extra_embeddings=extra)  # (b, T, H)
         return self.pool(hidden, mask)
 
     def tag_embeddings(self, tags: list[Tags]) -> torch.Tensor:
@@ -154,6 +174,9 @@ class MultitaskModel(nn.Module):
         """
         if (tags is not None) != (self.tags is not None):
             raise ValueError("a tagged model needs the sentences' tags, an untagged one none")
+        if self.pair_encoding == "cross":  # a pair's two columns become one of joined sequences
+            limit = self.config.max_position_embeddings
+            batch = {t: [join_pairs(*cols, limit)] if TASKS[t].pair else cols for t, cols in batch.items()}
         sentence_tags = batch_sentences(tags) if tags is not None else None
         return self.apply_heads(self.embed(batch_sentences(batch), sentence_tags, done), batch_sizes(batch))
 
@@ -178,3 +201,21 @@ def batch_sentences(batch: dict[str, list[list]]) -> list:
 def batch_sizes(batch: dict[str, list[list[list[int]]]]) -> dict[str, list[int]]:
     """Task -> the number of sentences in each text column of a batch."""
     return {task: [len(column) for column in columns] for task, columns in batch.items()}
+
+
+def join_pairs(first: list[list[int]], second: list[list[int]], limit: int) -> list[list[int]]:
+    """Each pair's token ids [CLS] a [SEP] and [CLS] b [SEP] as one sequence [CLS] a [SEP] b [SEP], the longer
+    part's last word pieces cut while the whole is longer than `limit`."""
+    joined = []
+    for a, b in zip(first, second, strict=True):
+        sep, head, tail = a[-1], a[:-1], b[1:-1]  # [SEP]; [CLS] a; b
+        while len(head) + len(tail) + 2 > limit:
+            head, tail = (head[:-1], tail) if len(head) > len(tail) else (head, tail[:-1])
+        joined.append([*head, sep, *tail, sep])
+    return joined
+
+
+def segments(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """BERT's token types (b, T) of joined pairs: 0 up to the first [SEP] (itself included), 1 after it."""
+    seps = (ids == sep_id).long()
+    return ((seps.cumsum(-1) - seps) > 0).long()

@@ -32,6 +32,11 @@ class TaskSpec:
     metric: Callable[[np.ndarray, np.ndarray], float]  # (predictions, labels) -> metric
     prediction_header: str  # column title of the original project's prediction files
 
+    @property
+    def pair(self) -> bool:
+        """Whether a row is a sentence pair, which --pair_encoding cross encodes as one sequence."""
+        return len(self.text_columns) == 2
+
     def unit_score(self, value: float) -> float:
         """The metric mapped to [0, 1] for the mean dev score: Pearson r becomes (r + 1) / 2."""
         return (value + 1) / 2 if self.metric_name == "pearson" else value

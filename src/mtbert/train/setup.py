@@ -164,12 +164,24 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
         if missing:
             raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
         check_moe(cfg, model)
+        if model.pair_encoding != cfg.pair_encoding:
+            raise MtbertError(
+                f"--checkpoint {cfg.checkpoint} encodes pairs as {model.pair_encoding}: add --pair_encoding "
+                f"{model.pair_encoding}"
+            )
     else:
         encoder = load_encoder(cfg.model)
         if cfg.moe:  # every expert and the gate start from the checkpoint
             encoder = MixtureOfEncoders.from_encoder(encoder, cfg.moe_experts, cfg.moe_gate)
         tokenizer = Tokenizer.from_pretrained(cfg.model)
-        model = MultitaskModel(encoder, cfg.tasks, cfg.hidden_dropout_prob, pad_id=tokenizer.pad_id)
+        model = MultitaskModel(
+            encoder,
+            cfg.tasks,
+            cfg.hidden_dropout_prob,
+            pad_id=tokenizer.pad_id,
+            pair_encoding=cfg.pair_encoding,
+            sep_id=tokenizer.token_id("[SEP]"),
+        )
     set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
