@@ -9,7 +9,7 @@ import pytest
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.lab.ablate import ROWS, Ablation, ablate
+from mtbert.lab.ablate import ROWS, Ablation, ablate, recipe_flags
 
 from .conftest import SST_ROWS
 
@@ -66,6 +66,24 @@ def test_ablate_flags_are_checked_before_any_run(cfg: Config, tmp_path: Path, ca
     assert not (tmp_path / "a").exists()
 
 
+def test_recipe_flags_are_training_flags(cfg: Config, tmp_path: Path, capsys) -> None:
+    assert recipe_flags("--pair_encoding cross --layer_lr_decay 0.9 --sst_loss_weight 2") == {
+        "pair_encoding": "cross",
+        "layer_lr_decay": 0.9,
+        "sst_loss_weight": 2.0,
+    }
+    with pytest.raises(MtbertError, match="--recipe '--nonsense 1': --nonsense 1; give training flags"):
+        recipe_flags("--nonsense 1")
+    with pytest.raises(SystemExit) as e:
+        recipe_flags("--layer_lr_decay 2")
+    assert e.value.code == 2 and "--layer_lr_decay must be in (0, 1], got 2.0" in capsys.readouterr().err
+    with pytest.raises(MtbertError, match="--sts_loss_weight is a flag of --recipe: leave it out of the shared"):
+        ablate(
+            cfg.updated(sts_loss_weight=2.0),
+            Ablation(rows="baseline", recipe="--sts_loss_weight 3", ablate_dir=str(tmp_path / "a")),
+        )
+
+
 @pytest.mark.slow
 def test_every_row_through_the_command_line(cfg: Config, tmp_path: Path, capsys) -> None:
     synthetic_file(Path(cfg.data_dir))
@@ -92,12 +110,16 @@ def test_every_row_through_the_command_line(cfg: Config, tmp_path: Path, capsys)
         "2",
         "--ablate_dir",
         str(tmp_path / "ab"),
+        "--recipe",
+        "--ema 0.9 --pair_encoding cross",
     ]
     main(["ablate", *flags])
     out = capsys.readouterr().out
-    assert len(ROWS) == 8
-    for row in ROWS:
+    assert len(ROWS) == 12
+    for row in (*ROWS, "recipe"):
         assert f"| {row} | " in out
-    assert f"({2 * len(ROWS)} runs trained now)" in out
+    assert f"({2 * (len(ROWS) + 1)} runs trained now)" in out
+    recipe = json.loads((tmp_path / "ab" / "ablation.json").read_text())["recipe"]
+    assert recipe == {"ema": 0.9, "pair_encoding": "cross"}
     main(["ablate", *flags])
     assert "(0 runs trained now)" in capsys.readouterr().out

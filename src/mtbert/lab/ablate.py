@@ -15,15 +15,18 @@ A rerun skips finished runs and continues a stopped one from its --resume state.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import logging
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from mtbert.config import Config, changed_settings, opt
+from mtbert.config import Config, add_config_arguments, changed_settings, config_from_args, opt
 from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.report import find_runs, markdown, plot
 from mtbert.lab.runs import run_config, saved_settings
@@ -79,6 +82,11 @@ class Ablation:
         "GPT-2 rows after the SST ones; or ORIGINAL,GENERATED as `mtbert synth` prints)",
     )
     keep_models: bool = opt(False, "keep every run's best model (by default a finished run keeps its logs only)")
+    recipe: str | None = opt(
+        None,
+        "adds a row named recipe: these training flags on top of the shared ones, quoted as one argument "
+        "(--recipe '--pair_encoding cross --layer_lr_decay 0.95'), to compare a combination with the baseline",
+    )
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.row_names if r not in ROWS]
@@ -118,16 +126,39 @@ def row_changes(base: Config, ablation: Ablation) -> dict[str, dict]:
                     "with `mtbert synth`, or leave the row out with --rows)"
                 )
         changes["synthetic"]["sst_train"] = synthetic
+    if ablation.recipe is not None:
+        changes["recipe"] = recipe_flags(ablation.recipe)
+        for flag in changes["recipe"]:
+            if flag not in ("lr", "seed") and settings[flag] != defaults[flag]:
+                raise MtbertError(f"--{flag} is a flag of --recipe: leave it out of the shared flags")
     if "tagging" in changes and importlib.util.find_spec("spacy") is None:
         raise MtbertError("the tagging row needs spaCy: pip install 'mtbert[tagging]' (or leave it out with --rows)")
     return changes
 
 
-def check_same_ablation(root: Path, base: Config) -> None:
-    """The first run writes the shared settings to ablation.json; a rerun must have the same ones."""
-    saved = saved_settings(root / "ablation.json", {"config": base.settings()})
+def recipe_flags(recipe: str) -> dict[str, Any]:
+    """The training flags of --recipe, each named as its setting, with its value (checked as training checks it)."""
+    parser = argparse.ArgumentParser(prog="mtbert ablate --recipe", add_help=False)
+    add_config_arguments(parser)
+    args, extra = parser.parse_known_args(shlex.split(recipe))
+    if extra or not vars(args):
+        raise MtbertError(f"--recipe {recipe!r}: {' '.join(extra) or 'no flags'}; give training flags, as to train")
+    if "seed" in vars(args):
+        raise MtbertError("--recipe: the seeds are the ablation's (--seed, --seeds)")
+    settings = config_from_args(parser, args).settings()
+    return {name: settings[name] for name in vars(args)}
+
+
+def check_same_ablation(root: Path, base: Config, recipe: dict | None) -> None:
+    """The first run writes the shared settings (and the recipe's) to ablation.json; a rerun must have the same."""
+    saved = saved_settings(root / "ablation.json", {"config": base.settings(), "recipe": recipe})
     if saved is None:
         return
+    if recipe is not None and saved.get("recipe") not in (None, recipe):
+        raise MtbertError(
+            f"--ablate_dir {root} holds a recipe row of other flags ({saved['recipe']}); use the same --recipe to "
+            "continue it, or another --ablate_dir"
+        )
     changed = changed_settings(saved["config"], base)
     if changed:
         raise MtbertError(
@@ -145,7 +176,7 @@ def ablate(base: Config, ablation: Ablation) -> AblationResult:
         raise MtbertError("--resume does not go with mtbert ablate (it resumes its own runs)")
     root = Path(ablation.ablate_dir)
     changes = row_changes(base, ablation)
-    check_same_ablation(root, base)
+    check_same_ablation(root, base, changes.get("recipe"))
     runs = [(name, base.seed + k) for k in range(ablation.seeds) for name in changes]
     trained = 0
     for n, (name, seed) in enumerate(runs, start=1):
