@@ -27,18 +27,19 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,bth->bh", weights, hidden)
 
 
+def mlp(n_in: int, n_hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    """The heads' MLP: dropout, linear, ReLU, dropout, linear."""
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(n_hidden, n_out)
+    )
+
+
 class SentimentHead(nn.Module):
     """A small MLP from one sentence embedding to the 5 SST logits."""
 
     def __init__(self, hidden_size: int, dropout: float, num_classes: int = 5):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, num_classes),
-        )
+        self.mlp = mlp(hidden_size, hidden_size, num_classes, dropout)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return self.mlp(u)  # (B, 5)
@@ -50,13 +51,7 @@ class ParaphraseHead(nn.Module):
     def __init__(self, hidden_size: int, dropout: float):
         super().__init__()
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.mlp = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(2 * hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, 1),
-        )
+        self.mlp = mlp(2 * hidden_size, hidden_size, 1, dropout)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         u, v = self.proj(a), self.proj(b)  # (B, H) each
@@ -80,13 +75,7 @@ class CrossPairHead(nn.Module):
 
     def __init__(self, hidden_size: int, dropout: float):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, hidden_size),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, 1),
-        )
+        self.mlp = mlp(hidden_size, hidden_size, 1, dropout)
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
         return self.mlp(pair).squeeze(-1)  # (B,)
