@@ -87,3 +87,22 @@ def test_an_ensemble_of_models_of_other_tasks_is_refused(cfg: Config, two_models
     other = next(Path(sst_only.save_dir).iterdir())
     with pytest.raises(MtbertError, match="not one ensemble: model 2 has the tasks sst, model 1 sst, para, sts"):
         mtbert.load([first, other])
+
+
+def test_score_gives_evaluates_metrics_for_the_written_predictions(two_models, tmp_path, capsys) -> None:
+    """`mtbert score` of the dev predictions `mtbert ensemble` wrote equals `mtbert evaluate` of the ensemble."""
+    cfg, first, second = two_models
+    out = {f"--{t}_dev_out": str(tmp_path / "ens" / f"{t}-dev-output.csv") for t in NAMES}
+    main(
+        ["ensemble", str(first), str(second), "--data_dir", cfg.data_dir, "--precision", "fp32", *sum(out.items(), ())]
+    )
+    capsys.readouterr()
+    main(["evaluate", "--checkpoint", f"{first},{second}", "--data_dir", cfg.data_dir, "--precision", "fp32"])
+    evaluated = json.loads(capsys.readouterr().out)
+    main(["score", str(tmp_path / "ens"), "--data_dir", cfg.data_dir])
+    assert json.loads(capsys.readouterr().out) == pytest.approx(evaluated)
+    bad = tmp_path / "ens" / "sts-dev-output.csv"
+    bad.write_text("id \t Predicted_Similiary \nabc , 2.5 , 1\n")
+    with pytest.raises(SystemExit) as e:
+        main(["score", str(tmp_path / "ens"), "--data_dir", cfg.data_dir])
+    assert e.value.code == 2 and "sts-dev-output.csv, line 2: expected `id , prediction`" in capsys.readouterr().err

@@ -86,6 +86,47 @@ def add_task_files(parser: argparse.ArgumentParser, outputs: bool = False) -> No
                 add_config_argument(parser, f"{task}_{split}_out", with_default=True)
 
 
+def add_score(sc: argparse.ArgumentParser) -> None:
+    sc.add_argument(
+        "predictions",
+        metavar="DIR",
+        help="a folder of prediction files in the original project's layout, {task}-{split}-output.csv (what "
+        "training writes to predictions/)",
+    )
+    sc.add_argument("--split", choices=("dev", "test"), default="dev", help="which labelled files to score against")
+    add_task_files(sc)
+
+
+def run_score(args: argparse.Namespace) -> None:
+    """The metrics of saved prediction files against the labelled files, as JSON."""
+    import numpy as np
+
+    from mtbert.data.files import read_examples, read_predictions
+    from mtbert.data.task_files import split_file
+    from mtbert.inference.evaluate import mean_score
+
+    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+    metrics = {}
+    for task, spec in TASKS.items():
+        found = Path(args.predictions) / f"{task}-{args.split}-output.csv"
+        if not found.is_file():
+            log.warning("%s: no such file, so no %s metric", found, task)
+            continue
+        path = split_file(files, task, args.split)
+        examples = read_examples(path, spec.text_columns, spec.label_column, spec.parse_label, True)
+        predicted = read_predictions(found)
+        missing = [i for i in examples.ids if i not in predicted]
+        if missing:
+            raise MtbertError(f"{found}: no prediction for {len(missing)} rows of {path} (the first: id {missing[0]})")
+        values = np.array([predicted[i] for i in examples.ids])
+        metrics[f"{task}/{spec.metric_name}"] = spec.metric(values, np.asarray(examples.labels))
+    if not metrics:
+        raise MtbertError(f"{args.predictions}: no prediction files ({{task}}-{args.split}-output.csv) to score")
+    if len(metrics) == len(TASKS):
+        metrics["mean"] = mean_score(metrics)
+    print(json.dumps(metrics, indent=2))
+
+
 def add_ensemble(en: argparse.ArgumentParser) -> None:
     en.add_argument("models", nargs="+", metavar="MODEL", help="model folders saved by `mtbert train`")
     add_task_files(en, outputs=True)
@@ -556,6 +597,14 @@ COMMANDS = {
         "command is run again (docs/training.md).",
     ),
     "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
+    "score": Command(
+        "print the metrics of saved prediction files (the original project's layout) as JSON",
+        add_score,
+        run_score,
+        "Score prediction files, `id , prediction` lines as training and the original project write them "
+        "(DIR/sst-dev-output.csv, para-dev-output.csv, sts-dev-output.csv), against the labelled dev files (or "
+        "--split test with labelled --{task}_test files): another system's results on exactly these rows.",
+    ),
     "ensemble": Command(
         "evaluate several trained models as one, the mean of their head outputs",
         add_ensemble,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mtbert.errors import MtbertError
-from mtbert.outputs import atomic_write_bytes
+from mtbert.outputs import atomic_write_bytes, readable_file
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +171,21 @@ def write_predictions(path: str | Path, header: str, ids: list[str], predictions
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"id \t {header} \n"] + [f"{i} , {p} \n" for i, p in zip(ids, predictions.tolist(), strict=True)]
     atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+
+
+def read_predictions(path: str | Path) -> dict[str, float]:
+    """Id -> prediction of a file in the original project's format (see write_predictions); errors name the line."""
+    path = readable_file("predictions", path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = [part.strip() for part in line.split(",")]
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            found[parts[0]] = float(parts[1])
+        except ValueError:
+            raise MtbertError(f"{path}, line {number}: expected `id , prediction`, got {line!r:.80}") from None
+    return found
