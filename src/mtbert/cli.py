@@ -591,10 +591,10 @@ COMMANDS = {
         add_pretrain,
         run_pretrain,
         "Continue the masked-language-model training of a BERT checkpoint (default: the packaged MiniLM) on the "
-        "training sentences of the tasks and any --text files (Gururangan et al., 2020, 'Don't Stop Pretraining'): 15% of word pieces chosen, 80/10/10 masked, random, "
-        "kept; the checkpoint's MLM head, or a new one tied to the word embeddings. Writes a Hugging Face "
-        "checkpoint folder (--out) to train on with --model; a stopped run continues from OUT.state when the same "
-        "command is run again (docs/training.md).",
+        "training sentences of the tasks and any --text files (Gururangan et al., 2020, 'Don't Stop Pretraining'): "
+        "15% of word pieces chosen, 80/10/10 masked, random, kept; the checkpoint's MLM head, or a new one tied to "
+        "the word embeddings. Writes a Hugging Face checkpoint folder (--out) to train on with --model; a stopped "
+        "run continues from OUT.state when the same command is run again (docs/training.md).",
     ),
     "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
     "score": Command(
