@@ -30,8 +30,10 @@ from mtbert.model.tokenizer import pad_batch
 ours_step = training.train_step
 
 
-def plain_step(ddp_model, model, optimizer, data, rows, weights, clip, device, precision) -> dict[str, torch.Tensor]:
-    del precision  # the loop before the speed work: float32 throughout
+def plain_step(
+    ddp_model, model, optimizer, data, rows, weights, clip, device, precision, smart=None, surgery=None
+) -> dict[str, torch.Tensor]:
+    del precision, smart, surgery  # the loop before the speed work: float32 throughout, no techniques
     losses = {}
     for t, index in rows.items():
         sides = []
