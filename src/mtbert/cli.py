@@ -86,6 +86,11 @@ def add_task_files(parser: argparse.ArgumentParser, outputs: bool = False) -> No
                 add_config_argument(parser, f"{task}_{split}_out", with_default=True)
 
 
+def task_files(args: argparse.Namespace) -> Config:
+    """A Config of the task file flags given (add_task_files), for split_file to find each task's files."""
+    return Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+
+
 def add_score(sc: argparse.ArgumentParser) -> None:
     sc.add_argument(
         "predictions",
@@ -105,7 +110,7 @@ def run_score(args: argparse.Namespace) -> None:
     from mtbert.data.task_files import split_file
     from mtbert.inference.evaluate import mean_score
 
-    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+    files = task_files(args)
     metrics = {}
     for task, spec in TASKS.items():
         found = Path(args.predictions) / f"{task}-{args.split}-output.csv"
@@ -413,7 +418,7 @@ def labelled_files(args: argparse.Namespace, predictor, split: str) -> dict:  # 
     """The labelled `split` files of the predictor's tasks (--data_dir, --{task}_{split}), read for its model."""
     from mtbert.data.task_files import split_file
 
-    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+    files = task_files(args)
     data = {}
     for task in predictor.tasks:
         path = split_file(files, task, split)
@@ -445,7 +450,7 @@ def run_ensemble(args: argparse.Namespace) -> None:
     ensemble = load_predictor(argparse.Namespace(**{**vars(args), "checkpoint": ",".join(args.models)}))
     members = ensemble.model.members if len(args.models) > 1 else [ensemble.model]
     dev = labelled_files(args, ensemble, "dev")
-    files = Config.from_settings({k: v for k, v in vars(args).items() if k in TASK_FLAGS or k == "data_dir"})
+    files = task_files(args)
     test = {}
     for task in ensemble.tasks:
         path = split_file(files, task, "test")
