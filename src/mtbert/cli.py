@@ -444,7 +444,7 @@ def run_ensemble(args: argparse.Namespace) -> None:
     """Each model's dev metrics and the ensemble's, as a table; the ensemble's dev and test predictions written."""
     from mtbert.data.files import write_predictions
     from mtbert.data.task_files import split_file
-    from mtbert.inference.evaluate import scores
+    from mtbert.inference.evaluate import predictions_of, scores
     from mtbert.serve.predictor import Predictor
 
     ensemble = load_predictor(argparse.Namespace(**{**vars(args), "checkpoint": ",".join(args.models)}))
@@ -466,16 +466,12 @@ def run_ensemble(args: argparse.Namespace) -> None:
     rows.append(("ensemble", predictions_of(mean)))
     table = [[name, *metric_cells(scores(found, dev))] for name, found in rows]
     print(columns(["model", *(TASK_TITLES[t] for t in TASK_NAMES), "mean"], table))
-    for split, data, found in (("dev", dev, rows[-1][1]), ("test", test, None)):
-        found = found if found is not None else predictions_of(ensemble.outputs(data, progress=True))
+    written = {"dev": (dev, rows[-1][1]), "test": (test, predictions_of(ensemble.outputs(test, progress=True)))}
+    for split, (data, found) in written.items():
         for task, values in found.items():
             out = getattr(args, f"{task}_{split}_out")
             write_predictions(out, TASKS[task].prediction_header, data[task].examples.ids, values)
             log.info("wrote %s", out)
-
-
-def predictions_of(raw: dict) -> dict:  # {task: raw head outputs} -> {task: predictions}
-    return {t: TASKS[t].predict(out).numpy() for t, out in raw.items()}
 
 
 def metric_cells(metrics: dict[str, float]) -> list[str]:

@@ -17,7 +17,12 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Predictions of every task's rows, all sentences encoded in one length-sorted pass (with a progress bar of
     the sentences encoded if `progress`)."""
-    return {task: TASKS[task].predict(out).numpy() for task, out in outputs(model, data, precision, progress).items()}
+    return predictions_of(outputs(model, data, precision, progress))
+
+
+def predictions_of(raw: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The heads' raw outputs of each task as the predictions written to files."""
+    return {task: TASKS[task].predict(out).numpy() for task, out in raw.items()}
 
 
 @torch.inference_mode()
