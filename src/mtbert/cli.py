@@ -183,7 +183,11 @@ def add_report(rp: argparse.ArgumentParser) -> None:
 def add_encode(en: argparse.ArgumentParser) -> None:
     en.add_argument("sentences", nargs="*", help="sentences to embed")
     en.add_argument("--input", help="a text file of sentences to embed, one per line (- reads stdin)")
-    en.add_argument("--model", default=None, help="BERT checkpoint folder (default: packaged MiniLM)")
+    en.add_argument(
+        "--model",
+        default=None,
+        help="BERT checkpoint folder or hub name, org/name[@rev] (default: packaged MiniLM)",
+    )
 
 
 def add_data(data: argparse.ArgumentParser) -> None:

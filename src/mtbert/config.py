@@ -104,7 +104,13 @@ class Config:
     )
     seed: int = opt(11711, "random seed; the same seed gives the same numbers on CPU")
     use_gpu: bool = opt(False, "train on CUDA")
-    model: str | None = opt(None, "Hugging Face BERT checkpoint folder to start from (default: packaged MiniLM)")
+    model: str | None = opt(
+        None,
+        "the encoder to start from: a Hugging Face checkpoint folder, or a hub name (bert-base-uncased, org/name, "
+        "org/name@revision) downloaded once into the Hugging Face cache (HF_HOME; HF_TOKEN for private models); "
+        "model_type bert runs on mtbert's own encoder, other families (roberta, deberta-v2, electra, ...) through "
+        "transformers (default: the packaged all-MiniLM-L6-v2)",
+    )
     checkpoint: str | None = opt(None, "an mtbert model folder (saved by training) to start from instead of --model")
     save_dir: str = opt("models", "where the best model of the run is saved")
     resume: str | None = opt(
@@ -123,7 +129,7 @@ class Config:
         "of each task; all six prediction files are written (a task without a test file: on those dev rows)",
     )
     local_files_only: bool = opt(
-        False, "accepted for the original project's commands: mtbert never downloads a model at run time anyway"
+        False, "take a hub --model from the Hugging Face cache only, never from the network (as HF_HUB_OFFLINE=1)"
     )
     # --- tasks and data
     sst: bool = opt(False, "train on SST-5 sentiment (with none of --sst --para --sts: all three)")

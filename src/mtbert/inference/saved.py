@@ -39,6 +39,8 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
             full_meta["moe"] = {"experts": len(model.moe.experts), "gate": model.moe.gate_mode}
         if model.pair_encoding != "bi":  # pairs encoded as one sequence ([SEP] tells their parts apart)
             full_meta["pair_encoding"] = model.pair_encoding
+        if model.source is not None:  # the hub name and commit its encoder came from
+            full_meta["source"] = model.source
         if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
             full_meta["tags"] = model.tag_vocab
         (tmp / META).write_text(json.dumps(full_meta, indent=2) + "\n")
@@ -95,4 +97,5 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
         model.load_state_dict(state)
     except RuntimeError as e:
         raise MtbertError(f"{weights_file}: weights do not match {meta_file} ({e})") from e
+    model.source = meta.get("source")
     return model.eval(), tokenizer, meta

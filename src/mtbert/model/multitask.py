@@ -91,6 +91,7 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({t: self.make_head(t, encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.passes: EncoderPasses = PaddedPasses()
+        self.source: dict | None = None  # {"model", "revision"}: the hub model the encoder was downloaded from
         self.tag_vocab: dict | None = None  # {"tagger", "pos", "ner"}: the tag names, saved with the model
         self.tags: TagEmbeddings | None = None
         if tag_vocab is not None:

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from mtbert.accel.kernels import tune_kernels
 from mtbert.model.encoder import BertEncoder
 from mtbert.model.hf import load_encoder
+from mtbert.model.hub import resolve
 from mtbert.model.tokenizer import Tokenizer, pad_batch
 
 
@@ -23,9 +24,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str | None, device: str) -> tuple[BertEncoder, Tokenizer]:
+def _load(model: str | None, device: str) -> tuple[BertEncoder, Tokenizer]:
     tune_kernels(torch.device(device))
-    return load_encoder(path).to(device), Tokenizer.from_pretrained(path)
+    folder = resolve(model).folder
+    return load_encoder(folder).to(device), Tokenizer.from_pretrained(folder)
 
 
 @torch.inference_mode()
@@ -36,7 +38,8 @@ def encode(
     device: str | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Embeds sentences as unit vectors, (N, H) float32; `model` is a checkpoint folder (None: packaged MiniLM).
+    """Embeds sentences as unit vectors, (N, H) float32; `model` is a checkpoint folder or hub name (None: packaged
+    MiniLM).
 
     Sentences are sorted by length before batching so that each batch pads little; the output keeps input order.
     `progress`: a progress bar of the sentences encoded, on stderr if it is a terminal (removed when done).

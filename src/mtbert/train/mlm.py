@@ -35,6 +35,7 @@ from mtbert.data.masking import IGNORE, mask_tokens
 from mtbert.errors import MtbertError
 from mtbert.inference.precision import autocast
 from mtbert.model.hf import default_checkpoint, hf_config, hf_state_dict, load_encoder, read_weights
+from mtbert.model.hub import resolve
 from mtbert.model.mlm import MaskedLMHead
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import Tokenizer, pad_batch
@@ -49,7 +50,10 @@ CHANGEABLE = {"save_every", "use_gpu", "precision"}
 
 @dataclass(frozen=True)
 class Pretraining:
-    model: str | None = opt(None, "Hugging Face BERT checkpoint folder to continue (default: packaged MiniLM)")
+    model: str | None = opt(
+        None, "BERT checkpoint to continue: a folder or a hub name (org/name[@revision]) (default: packaged MiniLM)"
+    )
+    local_files_only: bool = opt(False, "take a hub --model from the Hugging Face cache only")
     out: str = opt(
         "models/pretrained",
         "the checkpoint folder to write (new): config.json, model.safetensors with the MLM head, tokenizer files; "
@@ -129,7 +133,7 @@ def pretrain(p: Pretraining) -> Path:
     started = time.perf_counter()
     torch.manual_seed(p.seed)  # the new head's weights and the dropout masks
     device = pick_device(p.use_gpu)
-    folder = Path(p.model) if p.model is not None else default_checkpoint()
+    folder = resolve(p.model, p.local_files_only).folder or default_checkpoint()
     tokenizer = Tokenizer.from_pretrained(folder)
     tokenizer.set_max_length(min(p.max_length, tokenizer.max_length))
     encoder = load_encoder(folder).train()

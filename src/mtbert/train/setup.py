@@ -23,6 +23,7 @@ from mtbert.data.task_files import split_file, split_files
 from mtbert.errors import MtbertError
 from mtbert.inference.saved import load_model
 from mtbert.model.hf import load_encoder
+from mtbert.model.hub import resolve
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
 from mtbert.model.tokenizer import Tokenizer
@@ -170,10 +171,11 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
                 f"{model.pair_encoding}"
             )
     else:
-        encoder = load_encoder(cfg.model)
+        checkpoint = resolve(cfg.model, cfg.local_files_only)
+        encoder = load_encoder(checkpoint.folder)
         if cfg.moe:  # every expert and the gate start from the checkpoint
             encoder = MixtureOfEncoders.from_encoder(encoder, cfg.moe_experts, cfg.moe_gate)
-        tokenizer = Tokenizer.from_pretrained(cfg.model)
+        tokenizer = Tokenizer.from_pretrained(checkpoint.folder)
         model = MultitaskModel(
             encoder,
             cfg.tasks,
@@ -182,6 +184,7 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
             pair_encoding=cfg.pair_encoding,
             sep_id=tokenizer.token_id("[SEP]"),
         )
+        model.source = checkpoint.source()
     set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
