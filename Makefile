@@ -16,7 +16,7 @@ TORCH := torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH) -e '.[test,tagging,hpo,synth,serve,report]'
+	$(PY) -m pip install -q $(TORCH) -e '.[test,families,tagging,hpo,synth,serve,report]'
 	touch $(STAMP)
 
 # Copies (or downloads) the data sets into $(DATA_DIR), validating every file.

@@ -83,7 +83,7 @@ def test_non_bert_config_is_a_clear_error(tmp_path, tiny_checkpoint) -> None:
     shutil.copytree(tiny_checkpoint, tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
-    with pytest.raises(MtbertError, match=r"m/config\.json: model_type is 'gpt2'"):
+    with pytest.raises(MtbertError, match=r"m/config\.json: model_type 'gpt2' is not a bidirectional encoder"):
         load_encoder(tmp_path / "m")
 
 

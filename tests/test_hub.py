@@ -12,6 +12,7 @@ from mtbert.cli import main
 from mtbert.errors import MtbertError
 from mtbert.inference.saved import load_model
 from mtbert.model.hub import is_hub_name, resolve
+from mtbert.train.setup import run_name
 
 from .conftest import toy_config
 from .fake_hub import FakeHub
@@ -78,7 +79,7 @@ def test_a_model_trained_from_a_hub_name_records_it(
         cfg = toy_config(tmp_path, toy_data, tiny_checkpoint, epochs=1).updated(model="acme/tiny-bert@main")
         fit(cfg)
         commit = hub.commit("acme/tiny-bert")
-    folder = next(Path(cfg.save_dir).iterdir())
+    folder = Path(cfg.save_dir) / run_name(cfg)
     model, _, meta = load_model(folder)
     assert meta["source"] == {"model": "acme/tiny-bert", "revision": commit} == model.source
     assert meta["config"]["model"] == "acme/tiny-bert@main"
@@ -86,4 +87,4 @@ def test_a_model_trained_from_a_hub_name_records_it(
     shutil.rmtree(cfg.save_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fit(cfg)
-    assert json.loads((next(Path(cfg.save_dir).iterdir()) / "mtbert.json").read_text())["source"]["revision"] == commit
+    assert json.loads((Path(cfg.save_dir) / run_name(cfg) / "mtbert.json").read_text())["source"]["revision"] == commit

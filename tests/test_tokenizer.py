@@ -41,5 +41,5 @@ def test_lowercasing_follows_the_checkpoint(tiny_checkpoint, tmp_path) -> None:
 def test_missing_vocabulary_is_a_clear_error(tmp_path) -> None:
     from mtbert.errors import MtbertError
 
-    with pytest.raises(MtbertError, match=r"vocab\.txt: missing"):
+    with pytest.raises(MtbertError, match=r"no vocab\.txt or tokenizer\.json"):
         Tokenizer.from_pretrained(tmp_path)

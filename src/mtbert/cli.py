@@ -554,7 +554,7 @@ def run_encode(args: argparse.Namespace) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from mtbert.serve.export import export
 
-    print(f"wrote {export(args.checkpoint, args.out)}: transformers.BertModel.from_pretrained loads it")
+    print(f"wrote {export(args.checkpoint, args.out)}: transformers.AutoModel.from_pretrained loads it")
 
 
 def run_report(args: argparse.Namespace) -> None:
@@ -637,12 +637,12 @@ COMMANDS = {
         '{"pairs": [[a, b], ...]}, GET /health; OpenAPI docs at /docs. Concurrent requests are batched together.',
     ),
     "export": Command(
-        "write a trained model's encoder as a Hugging Face BERT folder",
+        "write a trained model's encoder as a Hugging Face folder",
         add_export,
         run_export,
-        "Write the encoder of a model saved by `mtbert train` as a Hugging Face BERT folder (config.json, "
-        "model.safetensors, tokenizer files) that transformers.BertModel loads, with the pooling and heads beside it "
-        "and a README of how to use them.",
+        "Write the encoder of a model saved by `mtbert train` as a Hugging Face folder (config.json, "
+        "model.safetensors, tokenizer files) that transformers.AutoModel loads (BertModel for a BERT encoder), with "
+        "the pooling and heads beside it and a README of how to use them.",
     ),
     "report": Command(
         "compare runs: a Markdown table per task and plots of their dev metrics",

@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mtbert.errors import MtbertError
+from mtbert.model.auto import AutoEncoder
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel
@@ -79,10 +80,13 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
             raise MtbertError(f"{f}: missing; is {folder} a model folder saved by `mtbert train`?")
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        enc_cfg = EncoderConfig(**meta["encoder"])
         tasks = tuple(meta["tasks"])
         moe = meta.get("moe")
-        encoder = MixtureOfEncoders.empty(enc_cfg, moe["experts"], moe["gate"]) if moe else BertEncoder(enc_cfg)
+        if "family" in meta["encoder"]:  # another family than BERT, through transformers
+            encoder = AutoEncoder.from_dict(meta["encoder"])
+        else:
+            enc_cfg = EncoderConfig(**meta["encoder"])
+            encoder = MixtureOfEncoders.empty(enc_cfg, moe["experts"], moe["gate"]) if moe else BertEncoder(enc_cfg)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise MtbertError(f"{meta_file}: not a valid mtbert model description ({e})") from e
     try:

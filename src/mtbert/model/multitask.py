@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from mtbert.model.auto import AutoEncoder, FamilyConfig
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.heads import AttentionPooling, CrossPairHead
 from mtbert.model.moe import MixtureOfEncoders
@@ -70,7 +71,7 @@ class MultitaskModel(nn.Module):
 
     def __init__(
         self,
-        encoder: BertEncoder | MixtureOfEncoders,
+        encoder: BertEncoder | AutoEncoder | MixtureOfEncoders,
         tasks: tuple[str, ...],
         dropout: float,
         pad_id: int = 0,
@@ -79,8 +80,8 @@ class MultitaskModel(nn.Module):
         sep_id: int | None = None,
     ):
         super().__init__()
-        self.encoder: BertEncoder | None = encoder if isinstance(encoder, BertEncoder) else None
         self.moe: MixtureOfEncoders | None = encoder if isinstance(encoder, MixtureOfEncoders) else None
+        self.encoder: BertEncoder | AutoEncoder | None = encoder if self.moe is None else None
         for enc in self.encoders():  # BERT's [CLS] pooler: the tasks pool with attention instead (a gate uses its own)
             if self.moe is None or enc is not self.moe.gate_encoder:
                 enc.pooler.requires_grad_(False)
@@ -118,11 +119,11 @@ class MultitaskModel(nn.Module):
         return self.pool.proj.weight.device
 
     @property
-    def config(self) -> EncoderConfig:
+    def config(self) -> EncoderConfig | FamilyConfig:
         """The encoder's configuration (every expert's, for a mixture)."""
         return self.encoder.config if self.encoder is not None else self.moe.config
 
-    def encoders(self) -> list[BertEncoder]:
+    def encoders(self) -> list[BertEncoder | AutoEncoder]:
         """The encoder, or a mixture's experts and its gating encoder."""
         return [self.encoder] if self.encoder is not None else self.moe.encoders()
 

@@ -1,4 +1,4 @@
-"""WordPiece tokenization (Hugging Face `tokenizers`) of single sentences and sentence pairs."""
+"""Tokenization (Hugging Face `tokenizers`) of single sentences and sentence pairs."""
 
 from __future__ import annotations
 
@@ -10,36 +10,51 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import BertWordPieceTokenizer
+from tokenizers import Tokenizer as RustTokenizer
 
 from mtbert.errors import MtbertError
 from mtbert.model.hf import default_checkpoint
 
+# BERT's names of the special tokens mtbert asks for; another family's are read from its tokenizer settings.
+SPECIAL_TOKENS = {"[CLS]": "cls_token", "[SEP]": "sep_token", "[PAD]": "pad_token", "[MASK]": "mask_token"}
+
 
 class Tokenizer:
-    """BERT's WordPiece tokenizer built from a checkpoint's `vocab.txt`.
+    """A checkpoint's tokenizer: BERT's WordPiece built from `vocab.txt`, or any family's fast tokenizer file
+    `tokenizer.json` (RoBERTa's BPE, DeBERTa-v3's Unigram, ...) with its special tokens.
 
-    Single sentences become `[CLS] a [SEP]`, pairs `[CLS] a [SEP] b [SEP]` with token type ids 0 then 1.
+    Single sentences become `[CLS] a [SEP]`, pairs `[CLS] a [SEP] b [SEP]` with token type ids 0 then 1 (in the
+    family's own special tokens: `<s> a </s>` for RoBERTa).
     """
 
-    def __init__(self, vocab_file: str | Path, lowercase: bool = True, max_length: int = 512):
+    def __init__(
+        self,
+        vocab_file: str | Path,
+        lowercase: bool = True,
+        max_length: int = 512,
+        specials: dict[str, str] | None = None,
+    ):
         self.vocab_file = Path(vocab_file)
         self.lowercase = lowercase
+        self.specials = {**{name: name for name in SPECIAL_TOKENS}, **(specials or {})}  # BERT's name -> the token
         try:
-            self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
+            if self.vocab_file.suffix == ".json":
+                self._tok = RustTokenizer.from_file(str(vocab_file))
+            else:
+                self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
         except Exception as e:  # the Rust reader raises plain Exceptions on a bad vocabulary
-            raise MtbertError(f"{vocab_file}: cannot read the WordPiece vocabulary ({e})") from e
+            raise MtbertError(f"{vocab_file}: cannot read the tokenizer ({e})") from e
         self.set_max_length(max_length)
-        self.pad_id = self._tok.token_to_id("[PAD]")
-        if self.pad_id is None:
-            raise MtbertError(f"{vocab_file}: the vocabulary has no [PAD] token")
+        self.pad_id = self.token_id("[PAD]")
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None) -> Tokenizer:
-        """Reads `vocab.txt` and the lower-casing/length settings of a checkpoint folder (None: packaged MiniLM)."""
+        """Reads `vocab.txt` (else `tokenizer.json`) and the lower-casing, length and special-token settings of a
+        checkpoint folder (None: packaged MiniLM)."""
         folder = Path(path) if path is not None else default_checkpoint()
-        vocab = folder / "vocab.txt"
-        if not vocab.is_file():
-            raise MtbertError(f"{vocab}: missing; the checkpoint folder needs its WordPiece vocabulary")
+        vocab, fast = folder / "vocab.txt", folder / "tokenizer.json"
+        if not vocab.is_file() and not fast.is_file():
+            raise MtbertError(f"{folder}: no vocab.txt or tokenizer.json; the checkpoint folder needs its tokenizer")
         settings = _read_json(folder / "tokenizer_config.json")
         max_length = min(
             settings.get("model_max_length", 512),
@@ -47,19 +62,30 @@ class Tokenizer:
             # sentence-transformers checkpoints truncate shorter than the model could read
             _read_json(folder / "sentence_bert_config.json").get("max_seq_length", 512),
         )
-        return cls(vocab, lowercase=settings.get("do_lower_case", True), max_length=max_length)
+        if vocab.is_file():
+            return cls(vocab, lowercase=settings.get("do_lower_case", True), max_length=max_length)
+        named = {**_read_json(folder / "special_tokens_map.json"), **settings}
+        specials = {bert: _content(named[key]) for bert, key in SPECIAL_TOKENS.items() if named.get(key)}
+        return cls(fast, max_length=max_length, specials=specials)
 
     def save(self, folder: Path) -> None:
-        """Writes `vocab.txt` and `tokenizer_config.json` so that `from_pretrained(folder)` rebuilds this tokenizer."""
-        shutil.copyfile(self.vocab_file, folder / "vocab.txt")
-        settings = {"do_lower_case": self.lowercase, "model_max_length": self.max_length}
+        """Writes the vocabulary (`vocab.txt` or `tokenizer.json`) and `tokenizer_config.json` so that
+        `from_pretrained(folder)` rebuilds this tokenizer (and transformers' AutoTokenizer loads it)."""
+        if self.vocab_file.suffix == ".json":
+            shutil.copyfile(self.vocab_file, folder / "tokenizer.json")
+            tokens = {key: self.specials[bert] for bert, key in SPECIAL_TOKENS.items()}
+            settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": self.max_length, **tokens}
+        else:
+            shutil.copyfile(self.vocab_file, folder / "vocab.txt")
+            settings = {"do_lower_case": self.lowercase, "model_max_length": self.max_length}
         (folder / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
 
     def token_id(self, token: str) -> int:
-        """The id of a special token ("[MASK]", "[CLS]", ...); an MtbertError if the vocabulary lacks it."""
-        found = self._tok.token_to_id(token)
+        """The id of a special token by BERT's name ("[MASK]", "[CLS]", ...: the family's own token for another
+        tokenizer); an MtbertError if the vocabulary lacks it."""
+        found = self._tok.token_to_id(self.specials.get(token, token))
         if found is None:
-            raise MtbertError(f"{self.vocab_file}: the vocabulary has no {token} token")
+            raise MtbertError(f"{self.vocab_file}: the vocabulary has no {self.specials.get(token, token)} token")
         return found
 
     def same_as(self, other: Tokenizer) -> bool:
@@ -111,3 +137,8 @@ def _read_json(file: Path) -> dict:
         return json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MtbertError(f"{file}: not valid JSON ({e})") from e
+
+
+def _content(token: str | dict) -> str:
+    """A special token as tokenizer settings write it: the token, or {"content": token, ...}."""
+    return token["content"] if isinstance(token, dict) else token

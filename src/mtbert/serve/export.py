@@ -1,7 +1,8 @@
-"""`mtbert export`: a trained model's encoder as a Hugging Face BERT folder, with the pooling and heads beside it.
+"""`mtbert export`: a trained model's encoder as a Hugging Face folder, with the pooling and heads beside it.
 
-The encoder's weights are renamed with the same table that loads Hugging Face checkpoints (mtbert.model.hf), read
-backwards, so that `transformers.BertModel.from_pretrained(OUT)` computes the hidden states mtbert does.
+A BERT encoder's weights are renamed with the same table that loads Hugging Face checkpoints (mtbert.model.hf), read
+backwards, so that `transformers.BertModel.from_pretrained(OUT)` computes the hidden states mtbert does; another
+family's encoder is transformers' own model, written under its own names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 
 from mtbert.errors import MtbertError
 from mtbert.inference.saved import load_model
+from mtbert.model.auto import AutoEncoder
 from mtbert.model.hf import hf_config, hf_state_dict
 from mtbert.outputs import writable_dir
 
@@ -22,12 +24,12 @@ HEADS = "mtbert_heads.safetensors"  # the pooling and task heads, under the name
 USAGE = """# {name}
 
 The encoder of an mtbert multitask model (SST-5 sentiment, Quora paraphrase, STS similarity), fine-tuned from a
-BERT checkpoint: `config.json`, `model.safetensors` and the tokenizer files load in Hugging Face `transformers`:
+Hugging Face checkpoint: `config.json`, `model.safetensors` and the tokenizer files load in `transformers`:
 
 ```python
-from transformers import BertModel, BertTokenizerFast
-model = BertModel.from_pretrained("{name}")
-tokenizer = BertTokenizerFast.from_pretrained("{name}")
+from transformers import AutoModel, AutoTokenizer
+model = AutoModel.from_pretrained("{name}")
+tokenizer = AutoTokenizer.from_pretrained("{name}")
 hidden = model(**tokenizer(["A sentence."], return_tensors="pt")).last_hidden_state
 ```
 
@@ -55,11 +57,15 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
             f"--checkpoint {checkpoint}: its encoder adds POS/NER tag embeddings, which a Hugging Face "
             "BertModel does not have"
         )
-    encoder_state = hf_state_dict(model.encoder)
+    if isinstance(model.encoder, AutoEncoder):  # another family: transformers' own names and config
+        hf_model = model.encoder.hf
+        encoder_state = {k: v.detach().contiguous().cpu() for k, v in hf_model.state_dict().items()}
+        config = {**hf_model.config.to_dict(), "architectures": [type(hf_model).__name__]}
+    else:
+        encoder_state, config = hf_state_dict(model.encoder), hf_config(model.encoder, "BertModel")
     heads_state = {
         k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("encoder.")
     }
-    config = hf_config(model.encoder, "BertModel")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

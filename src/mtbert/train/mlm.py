@@ -34,7 +34,14 @@ from mtbert.data.files import read_examples
 from mtbert.data.masking import IGNORE, mask_tokens
 from mtbert.errors import MtbertError
 from mtbert.inference.precision import autocast
-from mtbert.model.hf import default_checkpoint, hf_config, hf_state_dict, load_encoder, read_weights
+from mtbert.model.hf import (
+    default_checkpoint,
+    hf_config,
+    hf_state_dict,
+    load_encoder,
+    read_config_json,
+    read_weights,
+)
 from mtbert.model.hub import resolve
 from mtbert.model.mlm import MaskedLMHead
 from mtbert.model.tasks import TASKS
@@ -134,6 +141,9 @@ def pretrain(p: Pretraining) -> Path:
     torch.manual_seed(p.seed)  # the new head's weights and the dropout masks
     device = pick_device(p.use_gpu)
     folder = resolve(p.model, p.local_files_only).folder or default_checkpoint()
+    family = read_config_json(folder)["model_type"]
+    if family != "bert":
+        raise MtbertError(f"--model {p.model}: mtbert pretrain continues BERT checkpoints; this one is {family}")
     tokenizer = Tokenizer.from_pretrained(folder)
     tokenizer.set_max_length(min(p.max_length, tokenizer.max_length))
     encoder = load_encoder(folder).train()

@@ -22,6 +22,8 @@ from mtbert.data.task_data import TaskData, read_task
 from mtbert.data.task_files import split_file, split_files
 from mtbert.errors import MtbertError
 from mtbert.inference.saved import load_model
+from mtbert.model.auto import FamilyConfig
+from mtbert.model.encoder import EncoderConfig
 from mtbert.model.hf import load_encoder
 from mtbert.model.hub import resolve
 from mtbert.model.moe import MixtureOfEncoders
@@ -164,6 +166,7 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
         missing = set(cfg.tasks) - set(model.heads)
         if missing:
             raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
+        check_family(cfg, model.config)
         check_moe(cfg, model)
         if model.pair_encoding != cfg.pair_encoding:
             raise MtbertError(
@@ -173,6 +176,7 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     else:
         checkpoint = resolve(cfg.model, cfg.local_files_only)
         encoder = load_encoder(checkpoint.folder)
+        check_family(cfg, encoder.config)
         if cfg.moe:  # every expert and the gate start from the checkpoint
             encoder = MixtureOfEncoders.from_encoder(encoder, cfg.moe_experts, cfg.moe_gate)
         tokenizer = Tokenizer.from_pretrained(checkpoint.folder)
@@ -188,6 +192,22 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
     set_dropout(model, cfg.hidden_dropout_prob)
     tokenizer.set_max_length(min(tokenizer.max_length, cfg.max_length))
     return model, tokenizer
+
+
+def check_family(cfg: Config, config: EncoderConfig | FamilyConfig) -> None:
+    """An encoder of another family than BERT (through transformers) refuses what needs mtbert's own encoder."""
+    if not isinstance(config, FamilyConfig):
+        return
+    needs_bert = {
+        "--moe": cfg.moe,
+        "--additional_input": cfg.additional_input,
+        "--unpad": cfg.unpad,
+        "--torch_compile": cfg.torch_compile != "off",
+        "--graph_steps": cfg.graph_steps,
+    }
+    for flag, given in needs_bert.items():
+        if given:
+            raise MtbertError(f"{flag} needs a BERT encoder; the model is {config.model_type}")
 
 
 def check_moe(cfg: Config, model: MultitaskModel) -> None:
