@@ -17,7 +17,7 @@ def test_original_flags_become_a_config() -> None:
     parser = train_parser()
     cfg = config_from_args(parser, parser.parse_args(ORIGINAL.split()))
     assert cfg == Config(option="finetune", batch_size=4, lr=1e-5, epochs=3, use_gpu=True, sst=True, sts=True)
-    assert cfg.tasks == ("sst", "sts")
+    assert cfg.active_tasks == ("sst", "sts")
 
 
 def test_train_subcommand_takes_the_same_flags() -> None:

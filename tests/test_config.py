@@ -56,7 +56,7 @@ def test_defaults_are_the_original_baseline() -> None:
         0.25,
     )
     assert (cfg.epochs, cfg.samples_per_epoch, cfg.scheduler) == (10, 10000, "plateau")
-    assert cfg.tasks == ("sst", "para", "sts")
+    assert cfg.active_tasks == ("sst", "para", "sts")
 
 
 def test_each_optimizer_has_its_own_default_lr() -> None:
@@ -65,7 +65,7 @@ def test_each_optimizer_has_its_own_default_lr() -> None:
 
 
 def test_task_selection() -> None:
-    assert Config(sts=True, sst=True).tasks == ("sst", "sts")
+    assert Config(sts=True, sst=True).active_tasks == ("sst", "sts")
 
 
 @pytest.mark.parametrize(
@@ -112,9 +112,15 @@ def test_a_yaml_config_file_sets_flags_and_the_command_line_overrides_it(tmp_pat
         "epochs: 3\nsts: true\nuse_gpu: false\nmodel: null\nprecision: fp32\n"
     )
     cfg = file_config(f)
-    assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.tasks, cfg.precision) == ("sophiah", 1e-4, 3, ("sts",), "fp32")
+    assert (cfg.optimizer, cfg.lr, cfg.epochs, cfg.active_tasks, cfg.precision) == (
+        "sophiah",
+        1e-4,
+        3,
+        ("sts",),
+        "fp32",
+    )
     assert file_config(f, "--epochs", "5", "--no-sts", "--sst").epochs == 5
-    assert file_config(f, "--no-sts", "--sst").tasks == ("sst",)
+    assert file_config(f, "--no-sts", "--sst").active_tasks == ("sst",)
 
 
 def test_a_saved_models_config_reproduces_its_run(tmp_path) -> None:

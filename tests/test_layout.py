@@ -12,6 +12,7 @@ LAYERS = {
     "errors": set(),
     "outputs": {"errors"},
     "config": {"errors"},
+    "task_file": {"errors"},
     "model": set(),
     "data": {"model"},
     "inference": {"model", "data"},
@@ -24,7 +25,7 @@ LAYERS = {
     "__main__": {"cli"},
     "__init__": {"model", "fitting", "serve"},
 }
-LEAVES = {"errors", "config", "outputs"}
+LEAVES = {"errors", "config", "outputs", "task_file"}
 
 
 def module_name(path: Path) -> str:

@@ -36,13 +36,13 @@ def test_graph_steps_train_as_train_step(still_cfg: Config, unpad: bool) -> None
     after all of them are those of the eager step, so every step ran on its own inputs and labels."""
     model, tokenizer = setup_model(still_cfg)
     model.train()
-    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
+    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.active_tasks}
     sampler = MultitaskSampler(
         {t: len(d) for t, d in data.items()}, still_cfg.samples_per_epoch, still_cfg.batch_size, 0
     )
     batches = [rows for epoch in range(3) for rows in sampler.epoch(epoch)]
     eager, graphed = deepcopy(model), deepcopy(model)
-    graphed.passes = ShapedPasses(None, "off", sentences_per_step(still_cfg.tasks, still_cfg.batch_size), unpad)
+    graphed.passes = ShapedPasses(None, "off", sentences_per_step(still_cfg.active_tasks, still_cfg.batch_size), unpad)
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise/noise, which any rounding flips
     eager_opt, graphed_opt = (torch.optim.AdamW(m.parameters(), lr=3e-3, eps=1e-3) for m in (eager, graphed))
     steps = GraphSteps(graphed, graphed_opt, WEIGHTS, 0.5, "fp32")
@@ -56,8 +56,8 @@ def test_graph_steps_train_as_train_step(still_cfg: Config, unpad: bool) -> None
     for rows in batches:
         expected = train_step(eager, eager, eager_opt, data, rows, WEIGHTS, 0.5, "cpu", "fp32")
         losses = steps(data, rows)
-        assert list(losses) == list(still_cfg.tasks)
-        for t in still_cfg.tasks:
+        assert list(losses) == list(still_cfg.active_tasks)
+        for t in still_cfg.active_tasks:
             torch.testing.assert_close(losses[t], expected[t], atol=1e-5, rtol=1e-5)
     assert [len(rows["sst"]) for rows in batches] == [4, 2] * 3
     assert len(steps.shapes) == 2
@@ -100,8 +100,8 @@ def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
     """A task of weight 0 changes nothing (the step equals one without it); doubling every weight doubles the
     losses the step returns."""
     model, tokenizer = setup_model(still_cfg)
-    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.tasks}
-    rows = {t: np.arange(4) for t in still_cfg.tasks}
+    data = {t: read_task(split_file(still_cfg, t, "train"), t, tokenizer) for t in still_cfg.active_tasks}
+    rows = {t: np.arange(4) for t in still_cfg.active_tasks}
 
     def step(tasks: tuple[str, ...], weights: dict[str, float]) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
         copy = deepcopy(model)
@@ -115,7 +115,7 @@ def test_loss_weights_scale_each_task_in_the_step(still_cfg: Config) -> None:
         torch.testing.assert_close(a, b, msg=name)
     once, with_sts = step(("sst", "para", "sts"), {"sst": 1.0, "para": 1.0, "sts": 1.0})
     twice, _ = step(("sst", "para", "sts"), {"sst": 2.0, "para": 2.0, "sts": 2.0})
-    for t in still_cfg.tasks:
+    for t in still_cfg.active_tasks:
         torch.testing.assert_close(twice[t], 2 * once[t])
     assert not torch.equal(with_sts.encoder.layers[0].ffn.up.weight, zero_sts.encoder.layers[0].ffn.up.weight)
     assert Config.from_settings({"sts_loss_weight": 3.0, "sst": True, "sts": True}).loss_weights == {
@@ -136,8 +136,8 @@ def test_activation_checkpointing_gives_the_same_step(still_cfg: Config, optimiz
         place_model(model, cfg, torch.device("cpu"), Speed())
         model.train()
         optimizer_, _ = setup_optimization(cfg, model, 4)
-        data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-        rows = {t: np.arange(4) for t in cfg.tasks}
+        data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.active_tasks}
+        rows = {t: np.arange(4) for t in cfg.active_tasks}
         torch.manual_seed(1)
         losses = train_step(model, model, optimizer_, data, rows, cfg.loss_weights, cfg.clip, "cpu", "fp32")
         results.append((losses, model.state_dict()))

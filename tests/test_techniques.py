@@ -60,8 +60,8 @@ def test_pcgrad_projected_gradients_do_not_conflict_with_any_task() -> None:
 
 def step_inputs(cfg: Config):
     model, tokenizer = setup_model(cfg)
-    data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
-    rows = {t: np.arange(4) for t in cfg.tasks}
+    data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.active_tasks}
+    rows = {t: np.arange(4) for t in cfg.active_tasks}
     return model, data, rows
 
 
@@ -182,7 +182,7 @@ def test_a_cross_encoding_model_saves_loads_and_predicts(still_cfg: Config) -> N
     assert json.loads((folder / "mtbert.json").read_text())["pair_encoding"] == "cross"
     predictor = mtbert.load(folder, precision="fp32")
     best = max(history, key=lambda h: h["mean"])
-    data = {t: predictor.read(t, split_file(cfg, t, "dev")) for t in cfg.tasks}
+    data = {t: predictor.read(t, split_file(cfg, t, "dev")) for t in cfg.active_tasks}
     assert predictor.evaluate(data)["para/accuracy"] == pytest.approx(best["para/accuracy"])
     assert 0 <= predictor.similarity([("a man plays", "the man plays")])[0] <= 5
     with pytest.raises(MtbertError, match="encodes pairs as cross: add --pair_encoding cross"):

@@ -24,7 +24,9 @@ from .conftest import run_paths, toy_config
 def dev_metrics(cfg: Config) -> dict[str, float]:
     torch.manual_seed(cfg.seed)
     model, tokenizer = setup_model(cfg)
-    return evaluate(model, {t: read_task(split_file(cfg, t, "dev"), t, tokenizer) for t in cfg.tasks}, cfg.precision)[0]
+    return evaluate(
+        model, {t: read_task(split_file(cfg, t, "dev"), t, tokenizer) for t in cfg.active_tasks}, cfg.precision
+    )[0]
 
 
 def test_overfits_the_toy_data(cfg: Config) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import math
 import types
 import typing
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtbert.errors import MtbertError
-from mtbert.outputs import readable_file
+from mtbert.outputs import parse_mapping, readable_file
+from mtbert.task_file import TaskDecl, TaskFile, read_task_file
 
 TASK_NAMES = ("sst", "para", "sts")
 TASK_TITLES = {"sst": "SST", "para": "Quora", "sts": "STS"}
@@ -136,6 +136,12 @@ class Config:
     para: bool = opt(False, "train on Quora paraphrase detection")
     sts: bool = opt(False, "train on STS similarity")
     data_dir: str = opt("data", "folder with the CS224N CSV files (see `mtbert data fetch`)")
+    tasks: str | None = opt(
+        None,
+        "a YAML file declaring tasks of your own, trained beside the built-in ones: per task its files, text "
+        "column(s), label column, kind (classes, binary, regression), head (mlp, pair, cosine, cross), metrics "
+        "(accuracy, f1, pearson, spearman) and loss weight (see the README, 'Your own tasks')",
+    )
     per_task: dict[str, TaskSettings] = field(
         default_factory=default_tasks, metadata={"help": "each task's files and loss weight (TaskSettings)"}
     )
@@ -339,6 +345,8 @@ class Config:
             raise ValueError(f"per_task: one TaskSettings for each of {', '.join(TASK_NAMES)}")
         for task, settings in self.per_task.items():
             check_bounds(settings, prefix=f"{task}_")
+        if self.tasks:  # the declared tasks, read (and checked) now: an error names the file and the entry
+            read_tasks(self.tasks)
         # the rules that link fields
         if self.optimizer == "adamw" and self.rho is not None:
             raise ValueError("--rho is a Sophia setting; use it with --optimizer sophiag or sophiah")
@@ -412,15 +420,53 @@ class Config:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     @property
-    def tasks(self) -> tuple[str, ...]:
-        """The active tasks: those flagged, or all three when none is."""
+    def declared(self) -> dict[str, TaskDecl]:
+        """The tasks of the --tasks file, by name ({} without one)."""
+        return read_tasks(self.tasks).tasks if self.tasks else {}
+
+    @property
+    def active_tasks(self) -> tuple[str, ...]:
+        """The active tasks: the built-in ones flagged (none flagged: the --tasks file's `builtin` list, else all
+        three), then the declared ones."""
         chosen = tuple(t for t in TASK_NAMES if getattr(self, t))
-        return chosen or TASK_NAMES
+        if not chosen:
+            builtin = read_tasks(self.tasks).builtin if self.tasks else None
+            chosen = builtin if builtin is not None else TASK_NAMES
+        return chosen + tuple(self.declared)
+
+    def task_settings(self, task: str) -> TaskSettings:
+        """A task's files and loss weight: a built-in task's flags, a declared task's entry (its prediction files
+        beside SST's)."""
+        if task in self.per_task:
+            return self.per_task[task]
+        d, out = self.declared[task], Path(self.per_task["sst"].dev_out).parent
+        return TaskSettings(
+            train=d.train,
+            dev=d.dev,
+            test=d.test,
+            dev_out=str(out / f"{task}-dev-output.csv"),
+            test_out=str(out / f"{task}-test-output.csv"),
+            loss_weight=d.loss_weight,
+        )
 
     @property
     def loss_weights(self) -> dict[str, float]:
         """Task -> weight of its loss in the sum a step minimises, for the active tasks."""
-        return {t: self.per_task[t].loss_weight for t in self.tasks}
+        return {t: self.task_settings(t).loss_weight for t in self.active_tasks}
+
+
+@functools.lru_cache(maxsize=8)
+def read_task_file_at(path: str, mtime_ns: int) -> TaskFile:
+    return read_task_file(path)
+
+
+def read_tasks(path: str) -> TaskFile:
+    """A --tasks file, read once while it is unchanged."""
+    try:
+        mtime = Path(path).stat().st_mtime_ns
+    except OSError:
+        mtime = 0  # read_task_file names the problem
+    return read_task_file_at(path, mtime)
 
 
 DEFAULT_LR = {"adamw": 8e-5, "sophiag": 4e-5, "sophiah": 4e-5}
@@ -651,24 +697,3 @@ def changed_settings(saved: dict, cfg: Config, ignore: set[str] | frozenset = fr
         for k, v in cfg.settings().items()
         if k not in ignore and saved.get(k, defaults[k]) != v
     ]
-
-
-def parse_mapping(path: Path, text: str) -> dict:
-    """A config file's top-level mapping: JSON for a .json file, else YAML."""
-    if path.suffix == ".json":
-        try:
-            settings = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise MtbertError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    else:
-        import yaml  # PyYAML, a dependency of mtbert (and of transformers)
-
-        try:
-            settings = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise MtbertError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
-    if not isinstance(settings, dict):
-        raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
-    return settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -137,3 +138,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def parse_mapping(path: Path, text: str) -> dict:
+    """A config file's top-level mapping: JSON for a .json file, else YAML."""
+    if path.suffix == ".json":
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise MtbertError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    else:
+        import yaml  # PyYAML, a dependency of mtbert (and of transformers)
+
+        try:
+            settings = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise MtbertError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(settings, dict):
+        raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
+    return settings

@@ -25,7 +25,7 @@ def speed_for(cfg: Config) -> Speed:
         raise MtbertError("--graph_steps records the steps of one process; under torchrun leave it out")
     if not (cfg.unpad or cfg.torch_compile != "off" or cfg.graph_steps):
         return Speed(tune=tune_kernels)
-    step_sentences = sentences_per_step(cfg.tasks, -(-cfg.batch_size // world_size))  # one process's share
+    step_sentences = sentences_per_step(cfg.active_tasks, -(-cfg.batch_size // world_size))  # one process's share
 
     def prepare(model: MultitaskModel) -> None:
         model.passes = ShapedPasses(cfg.chunk_tokens, cfg.torch_compile, step_sentences, cfg.unpad)

@@ -12,7 +12,7 @@ from mtbert.model.tasks import TASKS
 def split_files(cfg: Config, task: str, split: str) -> list[Path]:
     """A task's files of `split` ("train", "dev" or "test"): its flag's (comma-separated files are read as one), or
     the default one in --data_dir."""
-    given = getattr(cfg.per_task[task], split)
+    given = getattr(cfg.task_settings(task), split)
     if given and given.strip(","):
         return [Path(p.strip()) for p in given.split(",") if p.strip()]
     return [Path(cfg.data_dir) / TASKS[task].files[split]]

@@ -17,8 +17,10 @@ from mtbert.model.auto import AutoEncoder
 from mtbert.model.encoder import BertEncoder, EncoderConfig
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel
+from mtbert.model.tasks import TASKS, register
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.outputs import clear_stale, temp_prefix, user_permissions
+from mtbert.task_file import TaskDecl
 
 WEIGHTS, META = "model.safetensors", "mtbert.json"
 
@@ -40,6 +42,9 @@ def save_model(folder: str | Path, model: MultitaskModel, tokenizer: Tokenizer, 
             full_meta["moe"] = {"experts": len(model.moe.experts), "gate": model.moe.gate_mode}
         if model.pair_encoding != "bi":  # pairs encoded as one sequence ([SEP] tells their parts apart)
             full_meta["pair_encoding"] = model.pair_encoding
+        declared = {t: TASKS[t].decl.to_dict() for t in model.heads if TASKS[t].decl is not None}
+        if declared:  # tasks declared in a --tasks file: the model needs them to be loaded again
+            full_meta["declared_tasks"] = declared
         if model.source is not None:  # the hub name and commit its encoder came from
             full_meta["source"] = model.source
         if model.tag_vocab is not None:  # a model that needs tags keeps their names, to tag new input the same way
@@ -81,6 +86,10 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         tasks = tuple(meta["tasks"])
+        register([TaskDecl.from_dict(d) for d in meta.get("declared_tasks", {}).values()])
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"task {unknown[0]!r} is neither built in nor declared")
         moe = meta.get("moe")
         if "family" in meta["encoder"]:  # another family than BERT, through transformers
             encoder = AutoEncoder.from_dict(meta["encoder"])
@@ -95,7 +104,7 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
         raise MtbertError(f"{weights_file}: cannot read weights ({e}); the file may be truncated") from e
     tokenizer = Tokenizer.from_pretrained(folder)
     pairs = meta.get("pair_encoding", "bi")
-    sep_id = tokenizer.token_id("[SEP]") if pairs == "cross" else None
+    sep_id = tokenizer.token_id("[SEP]")
     model = MultitaskModel(encoder, tasks, dropout, tokenizer.pad_id, meta.get("tags"), pairs, sep_id)
     try:
         model.load_state_dict(state)

@@ -181,7 +181,7 @@ def trial_base(cfg: Config) -> Config:
         if settings[name] is not None
     }
     base = cfg.updated(**paths)
-    for task in base.tasks:
+    for task in base.active_tasks:
         for path in split_files(base, task, "train"):
             readable_file(f"--{task}_train", path)
         readable_file(f"--{task}_dev", split_file(base, task, "dev"))

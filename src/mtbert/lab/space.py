@@ -16,9 +16,9 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from mtbert.config import TASK_NAMES, Config, Search, flags_of, parse_mapping, value_type
+from mtbert.config import TASK_NAMES, Config, Search, flags_of, value_type
 from mtbert.errors import MtbertError
-from mtbert.outputs import readable_file
+from mtbert.outputs import parse_mapping, readable_file
 
 Space = dict[str, tuple[str, list]]  # field -> (kind, arguments)
 KINDS = ("uniform", "loguniform", "int", "choice")
@@ -51,7 +51,7 @@ def default_space(cfg: Config) -> Space:
         "grad_surgery": ("choice", ["none", "pcgrad"]),
         "smart": ("choice", [0.0, 1.0]),
         "pair_encoding": ("choice", ["bi", "cross"]),
-        **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.tasks},
+        **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.active_tasks},
     }
     if sophia:
         space |= {"rho": ("loguniform", [0.005, 0.1]), "hess_interval": ("choice", [5, 10, 20])}

@@ -45,37 +45,70 @@ class SentimentHead(nn.Module):
         return self.mlp(u)  # (B, 5)
 
 
-class ParaphraseHead(nn.Module):
-    """Projects each sentence, then an MLP over [|u - v|, |u + v|] to one paraphrase logit (symmetric in u, v)."""
+def squeezed(out: torch.Tensor) -> torch.Tensor:
+    """A head's output (B, K), or (B,) for a head of one output (a binary logit, a score)."""
+    return out.squeeze(-1) if out.shape[-1] == 1 else out
 
-    def __init__(self, hidden_size: int, dropout: float):
+
+class SentenceHead(nn.Module):
+    """A declared single-sentence task's head: the MLP from the sentence embedding to its K outputs."""
+
+    def __init__(self, hidden_size: int, dropout: float, n_out: int):
+        super().__init__()
+        self.mlp = mlp(hidden_size, hidden_size, n_out, dropout)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return squeezed(self.mlp(u))  # (B, K) or (B,)
+
+
+class ConcatPairHead(nn.Module):
+    """A declared pair task's `mlp` head: an MLP over [u, v, |u - v|] (Sentence-BERT's classifier)."""
+
+    def __init__(self, hidden_size: int, dropout: float, n_out: int):
+        super().__init__()
+        self.mlp = mlp(3 * hidden_size, hidden_size, n_out, dropout)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return squeezed(self.mlp(torch.cat([u, v, (u - v).abs()], dim=-1)))
+
+
+class ParaphraseHead(nn.Module):
+    """Projects each sentence, then an MLP over [|u - v|, |u + v|] to one paraphrase logit (symmetric in u, v); a
+    declared task's `pair` head has `n_out` outputs."""
+
+    def __init__(self, hidden_size: int, dropout: float, n_out: int = 1):
         super().__init__()
         self.proj = nn.Linear(hidden_size, hidden_size)
-        self.mlp = mlp(2 * hidden_size, hidden_size, 1, dropout)
+        self.mlp = mlp(2 * hidden_size, hidden_size, n_out, dropout)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         u, v = self.proj(a), self.proj(b)  # (B, H) each
-        return self.mlp(torch.cat([(u - v).abs(), (u + v).abs()], dim=-1)).squeeze(-1)  # (B,)
+        return squeezed(self.mlp(torch.cat([(u - v).abs(), (u + v).abs()], dim=-1)))  # (B,)
 
 
 class SimilarityHead(nn.Module):
-    """Cosine similarity of the two sentence embeddings times 5: the STS scale for non-negative cosines.
+    """Cosine similarity of the two sentence embeddings on the scale [low, high]: low + (high - low) cos, for STS
+    5 cos, the 0-5 scale for non-negative cosines.
 
     Trained with MSE against the 0-5 gold score, as sentence-transformers' CosineSimilarityLoss does (label / 5).
     It has no parameters: the shared encoder and pooling learn the similarity.
     """
 
+    def __init__(self, low: float = 0.0, high: float = 5.0):
+        super().__init__()
+        self.low, self.high = low, high
+
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return 5.0 * F.cosine_similarity(a, b, dim=-1)  # (B,)
+        return self.low + (self.high - self.low) * F.cosine_similarity(a, b, dim=-1)  # (B,)
 
 
 class CrossPairHead(nn.Module):
     """A sentence pair encoded together ([CLS] a [SEP] b [SEP], --pair_encoding cross): an MLP from the pair's
-    pooled state to one number, Quora's paraphrase logit or STS's score."""
+    pooled state to one number, Quora's paraphrase logit or STS's score (a declared task: its `n_out` outputs)."""
 
-    def __init__(self, hidden_size: int, dropout: float):
+    def __init__(self, hidden_size: int, dropout: float, n_out: int = 1):
         super().__init__()
-        self.mlp = mlp(hidden_size, hidden_size, 1, dropout)
+        self.mlp = mlp(hidden_size, hidden_size, n_out, dropout)
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        return self.mlp(pair).squeeze(-1)  # (B,)
+        return squeezed(self.mlp(pair))  # (B,)

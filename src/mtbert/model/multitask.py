@@ -85,10 +85,11 @@ class MultitaskModel(nn.Module):
         for enc in self.encoders():  # BERT's [CLS] pooler: the tasks pool with attention instead (a gate uses its own)
             if self.moe is None or enc is not self.moe.gate_encoder:
                 enc.pooler.requires_grad_(False)
-        if pair_encoding == "cross" and (sep_id is None or self.moe is not None or tag_vocab is not None):
-            raise ValueError("pair_encoding cross needs the [SEP] id, and works with one encoder without tags")
-        self.pool = AttentionPooling(encoder.config.hidden_size)
         self.pair_encoding, self.sep_id = pair_encoding, sep_id
+        self.any_cross = any(map(self.cross_encoded, tasks))  # then token types tell a joined pair's parts apart
+        if self.any_cross and (sep_id is None or self.moe is not None or tag_vocab is not None):
+            raise ValueError("cross-encoded pairs need the [SEP] id, and work with one encoder without tags")
+        self.pool = AttentionPooling(encoder.config.hidden_size)
         self.heads = nn.ModuleDict({t: self.make_head(t, encoder.config.hidden_size, dropout) for t in tasks})
         self.pad_id = pad_id
         self.passes: EncoderPasses = PaddedPasses()
@@ -98,15 +99,20 @@ class MultitaskModel(nn.Module):
         if tag_vocab is not None:
             self.add_tags(tag_vocab)
 
+    def cross_encoded(self, task: str) -> bool:
+        """Whether `task`'s pairs are encoded as one sequence: --pair_encoding cross, or a declared `cross` head."""
+        spec = TASKS[task]
+        return spec.pair and (self.pair_encoding == "cross" or spec.cross)
+
     def make_head(self, task: str, hidden_size: int, dropout: float) -> nn.Module:
-        if self.pair_encoding == "cross" and TASKS[task].pair:
-            return CrossPairHead(hidden_size, dropout)
+        if self.cross_encoded(task):
+            return CrossPairHead(hidden_size, dropout, TASKS[task].outputs)
         return TASKS[task].make_head(hidden_size, dropout)
 
     def sequences_per_row(self, task: str) -> float:
         """How many sequences the encoder reads for one row of `task`: its text columns, or 1 for a cross-encoded
         pair."""
-        return 1 if self.pair_encoding == "cross" and TASKS[task].pair else len(TASKS[task].text_columns)
+        return 1 if self.cross_encoded(task) else len(TASKS[task].text_columns)
 
     def add_tags(self, tag_vocab: dict) -> None:
         """Adds the tag embeddings of `tag_vocab`'s POS and NER tags, zero at first (the model's outputs unchanged)."""
@@ -134,7 +140,7 @@ class MultitaskModel(nn.Module):
         (else the encoder gets no mask); `extra` (b, T, H) added to the input embeddings."""
         if self.moe is not None:
             return self.moe(ids, mask, padded, extra, self.pool)
-        types = segments(ids, self.sep_id) if self.pair_encoding == "cross" else None  # (b, T)
+        types = segments(ids, self.sep_id) if self.any_cross else None  # (b, T)
         hidden = self.encoder(ids, mask if padded else None, types, extra_embeddings=extra)  # (b, T, H)
         return self.pool(hidden, mask)
 
@@ -176,9 +182,8 @@ class MultitaskModel(nn.Module):
         """
         if (tags is not None) != (self.tags is not None):
             raise ValueError("a tagged model needs the sentences' tags, an untagged one none")
-        if self.pair_encoding == "cross":  # a pair's two columns become one of joined sequences
-            limit = self.config.max_position_embeddings
-            batch = {t: [join_pairs(*cols, limit)] if TASKS[t].pair else cols for t, cols in batch.items()}
+        limit = self.config.max_position_embeddings  # a cross-encoded pair's two columns become one of joined ones
+        batch = {t: [join_pairs(*cols, limit)] if self.cross_encoded(t) else cols for t, cols in batch.items()}
         sentence_tags = batch_sentences(tags) if tags is not None else None
         return self.apply_heads(self.embed(batch_sentences(batch), sentence_tags, done), batch_sizes(batch))
 

@@ -84,7 +84,7 @@ def write_test_predictions(run: Run) -> None:
     set_dropout(model, cfg.hidden_dropout_prob)
     place_model(model, cfg, run.world.device, run.speed)
     test_data = {}
-    for t in cfg.tasks:
+    for t in cfg.active_tasks:
         path = split_file(cfg, t, "test")
         if path.is_file():
             test_data[t] = read_task(path, t, tokenizer, require_labels=False, tagger=run.tagger)

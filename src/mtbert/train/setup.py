@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mtbert.config import Config
+from mtbert.config import TASK_NAMES, Config
 from mtbert.data.sampler import MultitaskSampler
 from mtbert.data.tagging import Tagger
 from mtbert.data.task_data import TaskData, read_task
@@ -28,6 +28,7 @@ from mtbert.model.hf import load_encoder
 from mtbert.model.hub import resolve
 from mtbert.model.moe import MixtureOfEncoders
 from mtbert.model.multitask import MultitaskModel, PaddedPasses
+from mtbert.model.tasks import register
 from mtbert.model.tokenizer import Tokenizer
 from mtbert.outputs import lock_all, writable_dir, writable_file
 from mtbert.train.checkpoint import STATE, RunState, load_training_state, restore
@@ -102,8 +103,8 @@ def setup_run(cfg: Config, world: Distributed, speed: Speed) -> Run:
         place_model(model, cfg, world.device, speed)
         if world.world_size > 1:
             seed_everything(cfg.seed + world.rank)  # but each rank its own dropout masks
-        train_data = {t: read_task(split_files(cfg, t, "train"), t, tokenizer, tagger=tagger) for t in cfg.tasks}
-        dev_data = {t: read_dev(cfg, t, tokenizer, tagger) for t in cfg.tasks} if world.is_main else {}
+        train_data = {t: read_task(split_files(cfg, t, "train"), t, tokenizer, tagger=tagger) for t in cfg.active_tasks}
+        dev_data = {t: read_dev(cfg, t, tokenizer, tagger) for t in cfg.active_tasks} if world.is_main else {}
         sampler = setup_sampler(cfg, train_data)
         optimizer, scheduler = setup_optimization(cfg, model, cfg.epochs * len(sampler))
         state = RunState(logdir=str(Path(cfg.logdir, cfg.tensorboard_subfolder or "", log_name(cfg))))
@@ -160,10 +161,12 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
-    """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model)."""
+    """The model a run starts from: a saved mtbert model (--checkpoint) or a BERT checkpoint (--model), with a head
+    for each active task (the --tasks file's declared ones registered first)."""
+    register(cfg.declared)
     if cfg.checkpoint is not None:
         model, tokenizer, _ = load_model(cfg.checkpoint, cfg.hidden_dropout_prob)
-        missing = set(cfg.tasks) - set(model.heads)
+        missing = set(cfg.active_tasks) - set(model.heads)
         if missing:
             raise MtbertError(f"--checkpoint {cfg.checkpoint} has no head for {', '.join(sorted(missing))}")
         check_family(cfg, model.config)
@@ -182,7 +185,7 @@ def setup_model(cfg: Config) -> tuple[MultitaskModel, Tokenizer]:
         tokenizer = Tokenizer.from_pretrained(checkpoint.folder)
         model = MultitaskModel(
             encoder,
-            cfg.tasks,
+            cfg.active_tasks,
             cfg.hidden_dropout_prob,
             pad_id=tokenizer.pad_id,
             pair_encoding=cfg.pair_encoding,
@@ -312,7 +315,9 @@ def claim_outputs(cfg: Config, model: MultitaskModel, save_to: Path) -> contextl
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     writable_dir("--save_dir", save_to, need_bytes=model_bytes)
     writable_dir("--logdir", cfg.logdir)
-    outputs = [(f"--{t}_{split}_out", Path(prediction_file(cfg, t, split))) for t in cfg.tasks for split in SPLITS]
+    outputs = [
+        (f"--{t}_{split}_out", Path(prediction_file(cfg, t, split))) for t in cfg.active_tasks for split in SPLITS
+    ]
     for flag, path in outputs:
         writable_file(flag, path)
     claims = [("--save_dir", save_to), *outputs]
@@ -324,8 +329,13 @@ def claim_outputs(cfg: Config, model: MultitaskModel, save_to: Path) -> contextl
 
 def prediction_file(cfg: Config, task: str, split: str) -> str:
     """Where a task's predictions of `split` go (--{task}_{split}_out)."""
-    settings = cfg.per_task[task]
+    settings = cfg.task_settings(task)
     return settings.dev_out if split == "dev" else settings.test_out
+
+
+def output_flag(task: str, split: str) -> str:
+    """What names a task's prediction file: its flag, or for a declared task the --tasks file."""
+    return f"--{task}_{split}_out" if task in TASK_NAMES else f"--tasks (task {task}, {split} predictions)"
 
 
 def run_name(cfg: Config) -> str:
