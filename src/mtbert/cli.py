@@ -79,7 +79,7 @@ def add_task_files(parser: argparse.ArgumentParser, outputs: bool = False) -> No
     """--data_dir and training's flags of each task's dev and test file (each in place of the --data_dir one);
     `outputs`: also those of the files their predictions are written to."""
     parser.add_argument("--data_dir", default="data", help="folder with the CS224N CSV files")
-    for task in TASKS:
+    for task in TASK_NAMES:
         for split in ("dev", "test"):
             add_config_argument(parser, f"{task}_{split}", with_default=True)
             if outputs:
@@ -112,7 +112,8 @@ def run_score(args: argparse.Namespace) -> None:
 
     files = task_files(args)
     metrics = {}
-    for task, spec in TASKS.items():
+    for task in TASK_NAMES:
+        spec = TASKS[task]
         found = Path(args.predictions) / f"{task}-{args.split}-output.csv"
         if not found.is_file():
             log.warning("%s: no such file, so no %s metric", found, task)
@@ -127,7 +128,7 @@ def run_score(args: argparse.Namespace) -> None:
         metrics[f"{task}/{spec.metric_name}"] = spec.metric(values, np.asarray(examples.labels))
     if not metrics:
         raise MtbertError(f"{args.predictions}: no prediction files ({{task}}-{args.split}-output.csv) to score")
-    if len(metrics) == len(TASKS):
+    if len(metrics) == len(TASK_NAMES):
         metrics["mean"] = mean_score(metrics)
     print(json.dumps(metrics, indent=2))
 
@@ -151,7 +152,9 @@ def add_predict(pr: argparse.ArgumentParser) -> None:
         required=True,
         help=CHECKPOINT_HELP,
     )
-    pr.add_argument("--task", required=True, choices=tuple(TASKS), help="which head to use")
+    pr.add_argument(
+        "--task", required=True, help="which head to use: sst, para, sts, or a task the model declared (--tasks)"
+    )
     pr.add_argument(
         "--input",
         required=True,
@@ -426,7 +429,7 @@ def labelled_files(args: argparse.Namespace, predictor, split: str) -> dict:  # 
     data = {}
     for task in predictor.tasks:
         path = split_file(files, task, split)
-        if split == "test" and not path.exists():  # the course has no Quora test file, say
+        if split == "test" and (path is None or not path.exists()):  # the course has no Quora test file, say
             log.warning("%s: no such file, so no %s test metrics", path, task)
             continue
         d = predictor.read(task, path, require_labels=False)
@@ -458,7 +461,7 @@ def run_ensemble(args: argparse.Namespace) -> None:
     test = {}
     for task in ensemble.tasks:
         path = split_file(files, task, "test")
-        if path.is_file():
+        if path is not None and path.is_file():
             test[task] = ensemble.read(task, path, require_labels=False)
         else:
             log.warning("%s: no such file, so no %s test predictions", path, task)
@@ -468,20 +471,28 @@ def run_ensemble(args: argparse.Namespace) -> None:
         mean = {t: mean.get(t, 0) + out / len(members) for t, out in raw.items()}
         rows.append((name, predictions_of(raw)))
     rows.append(("ensemble", predictions_of(mean)))
-    table = [[name, *metric_cells(scores(found, dev))] for name, found in rows]
-    print(columns(["model", *(TASK_TITLES[t] for t in TASK_NAMES), "mean"], table))
+    tasks = TASK_NAMES + tuple(t for t in ensemble.tasks if t not in TASK_NAMES)
+    table = [[name, *metric_cells(scores(found, dev), tasks)] for name, found in rows]
+    print(columns(["model", *(TASK_TITLES.get(t, t) for t in tasks), "mean"], table))
     written = {"dev": (dev, rows[-1][1]), "test": (test, predictions_of(ensemble.outputs(test, progress=True)))}
     for split, (data, found) in written.items():
         for task, values in found.items():
-            out = getattr(args, f"{task}_{split}_out")
-            write_predictions(out, TASKS[task].prediction_header, data[task].examples.ids, values)
+            out = prediction_path(args, task, split)
+            write_predictions(out, TASKS[task].prediction_header, data[task].examples.ids, TASKS[task].written(values))
             log.info("wrote %s", out)
 
 
-def metric_cells(metrics: dict[str, float]) -> list[str]:
-    """A table row's cells: each task's metric (blank where it has none), then the mean."""
+def prediction_path(args: argparse.Namespace, task: str, split: str) -> str:
+    """Where a task's predictions go: its --{task}_{split}_out flag, a declared task's file beside SST's."""
+    if task in TASK_NAMES:
+        return getattr(args, f"{task}_{split}_out")
+    return str(Path(args.sst_dev_out).parent / f"{task}-{split}-output.csv")
+
+
+def metric_cells(metrics: dict[str, float], tasks: tuple[str, ...] = TASK_NAMES) -> list[str]:
+    """A table row's cells: each task's main metric (blank where it has none), then the mean."""
     cells = []
-    for task in TASK_NAMES:
+    for task in tasks:
         key = f"{task}/{TASKS[task].metric_name}"
         cells.append(f"{metrics[key]:.3f}" if key in metrics else "")
     return [*cells, f"{metrics['mean']:.3f}" if "mean" in metrics else ""]
@@ -492,7 +503,6 @@ def run_predict(args: argparse.Namespace) -> None:
     from mtbert.serve.predictor import results
     from mtbert.serve.rows import format_rows, read_rows
 
-    spec = TASKS[args.task]
     if args.output != "-":
         writable_file("--output", args.output)  # before the model is loaded and the sentences encoded
     predictor = load_predictor(args)
@@ -500,6 +510,7 @@ def run_predict(args: argparse.Namespace) -> None:
         raise MtbertError(
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(predictor.tasks)})"
         )
+    spec = TASKS[args.task]
     text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
     if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file

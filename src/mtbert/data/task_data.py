@@ -15,6 +15,7 @@ from mtbert.data.tagging import Tagger
 from mtbert.model.tags import Tags
 from mtbert.model.tasks import TASKS, TaskSpec
 from mtbert.model.tokenizer import Tokenizer
+from mtbert.task_file import BUILTIN
 
 
 @dataclass
@@ -78,5 +79,5 @@ def fetch_data(source: str | None, dest: Path) -> list[Path]:
         )
 
     return fetch(
-        {spec.files[split]: validator(spec, split) for spec in TASKS.values() for split in spec.files}, source, dest
+        {TASKS[t].files[split]: validator(TASKS[t], split) for t in BUILTIN for split in TASKS[t].files}, source, dest
     )

@@ -56,14 +56,13 @@ def scores(predictions: dict[str, np.ndarray], data: dict[str, TaskData]) -> dic
     metrics: dict[str, float] = {}
     for task, d in data.items():
         if d.labels is not None:
-            spec = TASKS[task]
-            metrics[f"{task}/{spec.metric_name}"] = spec.metric(predictions[task], d.labels.numpy())
-    if len(metrics) == len(data):
+            metrics |= TASKS[task].metrics(predictions[task], d.labels.numpy())
+    if all(d.labels is not None for d in data.values()):
         metrics["mean"] = mean_score(metrics)
     return metrics
 
 
 def mean_score(metrics: dict[str, float]) -> float:
-    """Model selection score: the mean of the tasks' metrics, Pearson r mapped to (r + 1) / 2."""
-    scores = [TASKS[key.split("/")[0]].unit_score(v) for key, v in metrics.items() if "/" in key]
-    return float(np.mean(scores))
+    """Model selection score: the mean of the tasks' main metrics, a correlation r mapped to (r + 1) / 2."""
+    main = {f"{t}/{spec.metric_name}": spec for t, spec in TASKS.items()}
+    return float(np.mean([main[key].unit_score(v) for key, v in metrics.items() if key in main]))

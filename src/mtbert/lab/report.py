@@ -16,8 +16,18 @@ import numpy as np
 
 from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
+from mtbert.task_file import BUILTIN
 
-METRICS = [f"{t}/{spec.metric_name}" for t, spec in TASKS.items()] + ["mean"]
+METRICS = [f"{t}/{TASKS[t].metric_name}" for t in BUILTIN] + ["mean"]  # the built-in tasks' first
+
+
+def metrics_in(found: list[dict]) -> list[str]:
+    """The metrics named in `found` (dicts keyed by metric): the built-in tasks' and the mean first, then the
+    others (a declared task's) in sorted order."""
+    keys = {k for d in found for k in d if "/" in k or k == "mean"}
+    return [m for m in METRICS if m in keys] + sorted(keys - set(METRICS))
+
+
 TITLES = {
     "sst/accuracy": "SST-5 sentiment: accuracy",
     "para/accuracy": "Quora paraphrase: accuracy",
@@ -137,7 +147,7 @@ def markdown(groups: dict[str, list[Run]], baseline: str | None = None) -> str:
     the two rows' standard deviations together."""
     keys = distinguishing(groups)
     flags = {name: flags_of(runs, groups, keys) for name, runs in groups.items()}
-    present = [m for m in METRICS if any(m in r.best for runs in groups.values() for r in runs)]
+    present = metrics_in([r.best for runs in groups.values() for r in runs])
     out = []
     for metric in present:
         head = ["run", "flags", f"{metric.split('/')[-1]} (best epoch)", "runs", "minutes"]
@@ -178,7 +188,7 @@ def plot(groups: dict[str, list[Run]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    present = [m for m in METRICS if any(m in h for runs in groups.values() for r in runs for h in r.history)]
+    present = metrics_in([h for runs in groups.values() for r in runs for h in r.history])
     size = (4.2 * len(present), 3.6 + 0.3 * math.ceil(len(groups) / 3))
     fig, axes = plt.subplots(1, len(present), figsize=size, squeeze=False)
     for ax, metric in zip(axes[0], present, strict=True):

@@ -51,7 +51,7 @@ def default_space(cfg: Config) -> Space:
         "grad_surgery": ("choice", ["none", "pcgrad"]),
         "smart": ("choice", [0.0, 1.0]),
         "pair_encoding": ("choice", ["bi", "cross"]),
-        **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.active_tasks},
+        **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.active_tasks if t in TASK_NAMES},
     }
     if sophia:
         space |= {"rho": ("loguniform", [0.005, 0.1]), "hess_interval": ("choice", [5, 10, 20])}

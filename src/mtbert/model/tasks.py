@@ -56,6 +56,12 @@ class TaskSpec:
         """The metric mapped to [0, 1] for the mean dev score: a correlation r becomes (r + 1) / 2."""
         return (value + 1) / 2 if self.metric_name in ("pearson", "spearman") else value
 
+    def written(self, predictions: np.ndarray) -> np.ndarray:
+        """Predictions as prediction files hold them: the class names of a task that declares them."""
+        if self.label_names is None:
+            return predictions
+        return np.asarray(self.label_names, dtype=object)[predictions.astype(np.int64)]
+
     def metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Every metric of the task, keyed "{task}/{metric}", the main one (metric_name) first."""
         named = {self.metric_name: self.metric} | self.more_metrics

@@ -3,6 +3,7 @@
     POST /sentiment   {"texts": ["a gorgeous film", ...]}           -> {"results": [{"label", "name", "probabilities"}]}
     POST /paraphrase  {"pairs": [["how do I ...", "what is ..."]]}  -> {"results": [{"probability", "label"}]}
     POST /similarity  {"pairs": [["a man plays", "a man is playing"]]} -> {"results": [{"similarity"}]}
+    POST /tasks/NAME  a task declared in a --tasks file: {"texts"} or {"pairs"} -> {"results": [...]}
     GET  /health      the model's tasks and device, the batches served
     GET  /docs        the OpenAPI documentation (the schema at /openapi.json)
 
@@ -13,6 +14,7 @@ malformed JSON 422. An error while predicting answers 500 and the server serves 
 
 # no `from __future__ import annotations`: FastAPI reads the request models of the routes from their annotations
 import dataclasses
+import functools
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +63,8 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         "para": lambda pairs: predictor.paraphrase(pairs),
         "sts": lambda pairs: predictor.similarity(pairs),
     }
+    for task in predictor.tasks:  # tasks declared in a --tasks file
+        runs.setdefault(task, functools.partial(predictor.predict, task))
     batchers = {
         task: Batcher(runs[task], executor, limits.max_batch, limits.batch_window_ms / 1000) for task in predictor.tasks
     }
@@ -142,6 +146,25 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         async def similarity(body: Pairs) -> dict:
             check([t for pair in body.pairs for t in pair])
             return {"results": [{"similarity": s} for s in await batched("sts", body.pairs)]}
+
+    def declared_route(task: str) -> None:
+        """POST /tasks/{task}: a declared task's results, for its texts (or pairs of texts)."""
+        from mtbert.model.tasks import TASKS
+        from mtbert.serve.rows import result_fields
+
+        pair = TASKS[task].pair
+
+        async def run(body: Pairs if pair else Texts) -> dict:
+            items = body.pairs if pair else body.texts
+            check([t for p in items for t in p] if pair else items)
+            return {"results": [result_fields(task, r) for r in await batched(task, items)]}
+
+        what = "pair of texts" if pair else "text"
+        app.post(f"/tasks/{task}", summary=f"{task} (a declared task) of each {what}")(run)
+
+    for task in predictor.tasks:
+        if task not in ("sst", "para", "sts"):
+            declared_route(task)
 
     @app.get("/health", summary="the model, its tasks and device, the batches served")
     async def health() -> dict:

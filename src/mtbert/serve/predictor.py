@@ -46,6 +46,25 @@ class Paraphrase:
     label: int
 
 
+@dataclass(frozen=True)
+class Classified:
+    """A declared classes task: the most likely class 0..K-1, its name (the label itself where none is declared),
+    and all K probabilities."""
+
+    label: int
+    name: str
+    probabilities: list[float]
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A declared binary task: the probability of label 1, the label (1 when it is over 0.5) and its name."""
+
+    probability: float
+    label: int
+    name: str
+
+
 class Predictor:
     """A trained model (or an ensemble of several) on its device with its tokenizer (and the tagger of a model
     trained with tags)."""
@@ -83,6 +102,12 @@ class Predictor:
         """The STS similarity of each pair of sentences, 0 (unrelated) to 5 (the same meaning)."""
         return results("sts", self._raw("sts", _columns(pairs)))
 
+    def predict(self, task: str, rows: Sequence[str] | Sequence[tuple[str, str]]) -> list:
+        """Any task's results (see `results`): `rows` its texts, or its pairs of texts for a pair task."""
+        self._check_task(task)
+        pair = TASKS[task].pair
+        return results(task, self._raw(task, _columns(rows) if pair else [list(_texts(rows, "texts"))]))
+
     def data(self, task: str, columns: list[list[str]], ids: list[str] | None = None) -> TaskData:
         """Unlabelled rows of `task` (one list of texts per text column), tokenized (and tagged) for this model."""
         ids = ids if ids is not None else [str(i) for i in range(1, len(columns[0]) + 1)]
@@ -107,7 +132,8 @@ class Predictor:
     def _raw(self, task: str, columns: list[list[str]]) -> torch.Tensor:
         self._check_task(task)
         if not columns[0]:
-            return torch.empty((0, 5) if task == "sst" else (0,))
+            outputs = TASKS[task].outputs
+            return torch.empty((0, outputs) if outputs > 1 else (0,))
         return self.outputs({task: self.data(task, columns)})[task]
 
     def _check_task(self, task: str) -> None:
@@ -116,15 +142,23 @@ class Predictor:
 
 
 def results(task: str, raw: torch.Tensor) -> list:
-    """The heads' raw outputs of `task` as results: Sentiment (SST), Paraphrase (Quora) or a float (STS) per row; the
-    labels are the predictions `mtbert evaluate` scores."""
-    predictions = TASKS[task].predict(raw).tolist()
+    """The heads' raw outputs of `task` as results: Sentiment (SST), Paraphrase (Quora) or a float (STS) per row; a
+    declared task's Classified (classes), Decided (binary) or float (regression). The labels are the predictions
+    `mtbert evaluate` scores."""
+    spec = TASKS[task]
+    predictions = spec.predict(raw).tolist()
     if task == "sst":
         probabilities = torch.softmax(raw, -1).tolist()
         return [Sentiment(y, SENTIMENT_NAMES[y], p) for y, p in zip(predictions, probabilities, strict=True)]
     if task == "para":
         return [Paraphrase(p, y) for p, y in zip(torch.sigmoid(raw).tolist(), predictions, strict=True)]
-    return predictions
+    if spec.decl is None or spec.decl.kind == "regression":
+        return predictions
+    names = spec.label_names or tuple(map(str, range(max(spec.outputs, 2))))
+    if spec.decl.kind == "binary":
+        return [Decided(p, y, names[y]) for p, y in zip(torch.sigmoid(raw).tolist(), predictions, strict=True)]
+    probabilities = torch.softmax(raw, -1).tolist()
+    return [Classified(y, names[y], p) for y, p in zip(predictions, probabilities, strict=True)]
 
 
 def load(

@@ -65,11 +65,11 @@ def format_rows(task: str, ids: list[str], columns: list[list[str]], results: li
     """The lines (without newlines) of the results of `task` in `fmt` (see FORMATS); `results` as the Predictor
     gives them."""
     spec = TASKS[task]
-    fields = [_fields(r) for r in results]
+    fields = [result_fields(task, r) for r in results]
     if fmt == "original":
         yield f"id \t {spec.prediction_header} "  # as the prediction files of training, trailing spaces included
-        for i, f in zip(ids, fields, strict=True):
-            yield f"{i} , {f.get('label', f.get('similarity'))} "
+        for i, f in zip(ids, fields, strict=True):  # a declared task with label names: the name
+            yield f"{i} , {f['name'] if spec.label_names else f.get('label', f.get('similarity', f.get('score')))} "
     elif fmt == "jsonl":
         for n, (i, f) in enumerate(zip(ids, fields, strict=True)):
             yield json.dumps(
@@ -84,12 +84,15 @@ def format_rows(task: str, ids: list[str], columns: list[list[str]], results: li
         raise ValueError(f"unknown format {fmt!r}")
 
 
-def _fields(result: object) -> dict:
-    return asdict(result) if not isinstance(result, float) else {"similarity": result}
+def result_fields(task: str, result: object) -> dict:
+    """A result as named fields; a score is STS's similarity, or a declared regression's score."""
+    if isinstance(result, float):
+        return {"similarity" if task == "sts" else "score": result}
+    return asdict(result)
 
 
 def _csv_cells(fields: dict) -> dict:
-    """The sentiment's five probabilities as columns p0..p4."""
+    """The class probabilities (SST's five) as columns p0, p1, ..."""
     cells = {k: v for k, v in fields.items() if k != "probabilities"}
     cells.update({f"p{y}": p for y, p in enumerate(fields.get("probabilities", []))})
     return cells

@@ -72,7 +72,7 @@ def write_predictions_of(run: Run, split: str, data: dict[str, TaskData], predic
     """Writes predictions to the original project's files, named by the --{task}_{split}_out flags."""
     for t, preds in predictions.items():
         out = prediction_file(run.cfg, t, split)
-        write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, preds)
+        write_predictions(out, TASKS[t].prediction_header, data[t].examples.ids, TASKS[t].written(preds))
         log.info("wrote %s", out)
 
 
@@ -86,7 +86,9 @@ def write_test_predictions(run: Run) -> None:
     test_data = {}
     for t in cfg.active_tasks:
         path = split_file(cfg, t, "test")
-        if path.is_file():
+        if path is None:
+            log.info("%s has no test file, so no test predictions", t)
+        elif path.is_file():
             test_data[t] = read_task(path, t, tokenizer, require_labels=False, tagger=run.tagger)
         elif cfg.smoketest:
             log.warning("%s: no such file; --smoketest writes %s test predictions of dev rows", path, t)
