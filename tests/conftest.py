@@ -36,6 +36,17 @@ WORDS = (
 ).split()
 
 
+@pytest.fixture(autouse=True)
+def task_table():
+    """Tasks a test declares leave the table with it."""
+    from mtbert.model.tasks import TASKS
+
+    before = dict(TASKS)
+    yield TASKS
+    TASKS.clear()
+    TASKS.update(before)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked gpu run where CUDA is, and are skipped elsewhere."""
     if torch.cuda.is_available():

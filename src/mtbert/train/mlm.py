@@ -47,6 +47,7 @@ from mtbert.model.mlm import MaskedLMHead
 from mtbert.model.tasks import TASKS
 from mtbert.model.tokenizer import Tokenizer, pad_batch
 from mtbert.outputs import atomic_write_bytes, readable_file, writable_dir
+from mtbert.task_file import BUILTIN
 from mtbert.train.distributed import pick_device
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,9 @@ class Pretraining:
 
     def __post_init__(self) -> None:
         check_bounds(self)
-        unknown = [t for t in self.task_names if t not in TASKS]
+        unknown = [t for t in self.task_names if t not in BUILTIN]
         if unknown:
-            raise ValueError(f"--tasks {self.tasks}: the tasks are {', '.join(TASKS)}")
+            raise ValueError(f"--tasks {self.tasks}: the tasks are {', '.join(BUILTIN)}")
 
     @property
     def task_names(self) -> list[str]:
