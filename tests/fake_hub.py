@@ -44,10 +44,15 @@ class FakeHub:
         self.server.shutdown()
         self.server.server_close()
 
+    def files(self, repo: str) -> list[tuple[str, Path]]:
+        """A repository's files (in subfolders too), by their path in it."""
+        folder = self.repos[repo]
+        return [(f.relative_to(folder).as_posix(), f) for f in sorted(folder.rglob("*")) if f.is_file()]
+
     def commit(self, repo: str) -> str:
         digest = hashlib.sha1()
-        for f in sorted(self.repos[repo].iterdir()):
-            digest.update(f.name.encode() + f.read_bytes())
+        for name, f in self.files(repo):
+            digest.update(name.encode() + f.read_bytes())
         return digest.hexdigest()
 
     def answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
@@ -56,12 +61,12 @@ class FakeHub:
         for repo, folder in self.repos.items():
             sha = self.commit(repo)
             if path.startswith(f"/api/models/{repo}/revision/"):
-                files = [{"rfilename": f.name, "size": f.stat().st_size} for f in sorted(folder.iterdir())]
+                files = [{"rfilename": name, "size": f.stat().st_size} for name, f in self.files(repo)]
                 return send(handler, body, json.dumps({"id": repo, "sha": sha, "siblings": files}).encode())
             if path.startswith(f"/api/models/{repo}/tree/"):
                 tree = [
-                    {"type": "file", "path": f.name, "size": f.stat().st_size, "oid": blob_id(f)}
-                    for f in sorted(folder.iterdir())
+                    {"type": "file", "path": name, "size": f.stat().st_size, "oid": blob_id(f)}
+                    for name, f in self.files(repo)
                 ]
                 return send(handler, body, json.dumps(tree).encode())
             if path.startswith(f"/{repo}/resolve/"):
