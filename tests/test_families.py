@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -165,3 +166,16 @@ def test_a_checkpoint_with_missing_encoder_weights_is_refused(tmp_path) -> None:
     save_file({k: v for k, v in state.items() if "layer.1." not in k}, folder / "model.safetensors")
     with pytest.raises(MtbertError, match="weights missing from the checkpoint"):
         load_encoder(folder)
+
+
+def test_the_techniques_reach_another_family(family: Path, tmp_path: Path, toy_data: Path) -> None:
+    """SMART's noise on the family's embeddings, layer-wise decay over its layers, gradient checkpointing."""
+    from mtbert.train.optim import layer_lr_scales
+
+    encoder = load_encoder(family)
+    scales = layer_lr_scales([encoder], None, 0.5)
+    top, embeddings = encoder.layers[-1], encoder.emb
+    assert scales[id(next(top.parameters()))] == 1.0 and scales[id(next(embeddings.parameters()))] == 0.25
+    cfg = toy_config(tmp_path, toy_data, family, epochs=1, smart=1.0, layer_lr_decay=0.9)
+    metrics = fit(cfg.updated(activation_checkpointing=True))
+    assert all(np.isfinite(v) for v in metrics.values())

@@ -123,10 +123,13 @@ class AutoEncoder(nn.Module):
 
     @checkpointing.setter
     def checkpointing(self, on: bool) -> None:
-        if on:
+        new = hasattr(self.hf, "activation_checkpointing_enable")  # transformers' name from version 5 on
+        if on and new:
+            self.hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif on:
             self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         elif self._checkpointing:
-            self.hf.gradient_checkpointing_disable()
+            (self.hf.activation_checkpointing_disable if new else self.hf.gradient_checkpointing_disable)()
         self._checkpointing = on
 
     def forward(
