@@ -179,3 +179,29 @@ def test_the_techniques_reach_another_family(family: Path, tmp_path: Path, toy_d
     cfg = toy_config(tmp_path, toy_data, family, epochs=1, smart=1.0, layer_lr_decay=0.9)
     metrics = fit(cfg.updated(activation_checkpointing=True))
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_a_tokenizer_without_tokenizer_json_is_converted(tmp_path: Path) -> None:
+    """RoBERTa's BPE files (vocab.json, merges.txt) alone: transformers converts them, with their special tokens."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder = tmp_path / "bpe"
+    folder.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([" ".join(WORDS)] * 3, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<mask>"])
+    bpe.save_model(str(folder))
+    (folder / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 66}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer"}))
+    ours = Tokenizer.from_pretrained(folder)
+    theirs = transformers.AutoTokenizer.from_pretrained(folder)
+    texts = ["the film is great", "a dull plot, awful"]
+    assert ours.encode_ids(texts) == theirs(texts)["input_ids"]
+    assert ours.pad_id == theirs.pad_token_id and ours.token_id("[SEP]") == theirs.sep_token_id
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    ours.save(saved)
+    assert Tokenizer.from_pretrained(saved).encode_ids(texts) == ours.encode_ids(texts)
+    (folder / "merges.txt").unlink()
+    (folder / "vocab.json").unlink()
+    with pytest.raises(MtbertError, match="no vocab.txt or tokenizer.json"):
+        Tokenizer.from_pretrained(folder)

@@ -88,3 +88,22 @@ def test_a_model_trained_from_a_hub_name_records_it(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fit(cfg)
     assert json.loads((Path(cfg.save_dir) / run_name(cfg) / "mtbert.json").read_text())["source"]["revision"] == commit
+
+
+def test_a_checkpoint_with_only_pytorch_weights_is_fetched_with_them(tmp_path, tiny_checkpoint, hub_env, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from mtbert.model.hf import load_encoder
+
+    old = tmp_path / "old-style"
+    shutil.copytree(tiny_checkpoint, old)
+    torch.save(load_file(old / "model.safetensors"), old / "pytorch_model.bin")
+    (old / "model.safetensors").unlink()
+    with FakeHub({"acme/old-bert": old}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        found = resolve("acme/old-bert")
+    assert (found.folder / "pytorch_model.bin").is_file()
+    expected = load_encoder(tiny_checkpoint).state_dict()
+    for key, value in load_encoder(found.folder).state_dict().items():
+        assert torch.equal(value, expected[key])

@@ -12,13 +12,17 @@ from mtbert.errors import MtbertError
 
 # A hub repository id, optionally @revision: one or two names of letters, digits, '-', '_' and '.'
 HUB_NAME = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*(?:/[A-Za-z0-9][\w.-]*)?)(?:@(?P<revision>[\w./-]+))?$")
-# The files a checkpoint folder is read from; a hub repository's other files (ONNX, TF, Flax weights) are not fetched.
+# The files a checkpoint folder is read from (pytorch_model.bin where there is no safetensors file); a hub
+# repository's other files (ONNX, TF, Flax weights) are not fetched.
 CHECKPOINT_FILES = [
     "config.json",
     "*.safetensors",
     "model.safetensors.index.json",
     "vocab.txt",
     "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "sentence_bert_config.json",
@@ -84,15 +88,23 @@ def download(model: str, local_files_only: bool) -> Checkpoint:
     match = HUB_NAME.match(model)
     repo, revision = match["repo"], match["revision"] or "main"
     cache_only = local_files_only or offline()
-    try:
-        folder = snapshot_download(
-            repo,
-            revision=revision,
-            allow_patterns=CHECKPOINT_FILES,
-            cache_dir=cache_dir(),
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            local_files_only=cache_only,
+
+    def fetch(patterns: list[str]) -> Path:
+        return Path(
+            snapshot_download(
+                repo,
+                revision=revision,
+                allow_patterns=patterns,
+                cache_dir=cache_dir(),
+                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                local_files_only=cache_only,
+            )
         )
+
+    try:
+        folder = fetch(CHECKPOINT_FILES)
+        if not any(folder.glob("*.safetensors")):  # an older checkpoint: PyTorch's file, read without pickles
+            folder = fetch(["pytorch_model.bin"])
     except LocalEntryNotFoundError as e:
         why = "--local_files_only" if local_files_only else "HF_HUB_OFFLINE" if offline() else "the hub is unreachable"
         raise MtbertError(
@@ -110,7 +122,6 @@ def download(model: str, local_files_only: bool) -> Checkpoint:
         raise MtbertError(f"--model {model}: the hub model has no revision {revision!r}") from e
     except (HfHubHTTPError, OSError) as e:
         raise MtbertError(f"--model {model}: cannot download from the Hugging Face hub ({e})") from e
-    folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise MtbertError(f"--model {model}: the hub model has no config.json; is it a transformers checkpoint?")
     return Checkpoint(folder, repo, folder.name)  # the cache's snapshot folder is named by the commit

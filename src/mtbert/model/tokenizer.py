@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,9 @@ class Tokenizer:
         """Reads `vocab.txt` (else `tokenizer.json`) and the lower-casing, length and special-token settings of a
         checkpoint folder (None: packaged MiniLM)."""
         folder = Path(path) if path is not None else default_checkpoint()
-        vocab, fast = folder / "vocab.txt", folder / "tokenizer.json"
+        vocab, fast, found = folder / "vocab.txt", folder / "tokenizer.json", {}
         if not vocab.is_file() and not fast.is_file():
-            raise MtbertError(f"{folder}: no vocab.txt or tokenizer.json; the checkpoint folder needs its tokenizer")
+            fast, found = converted(folder)
         settings = _read_json(folder / "tokenizer_config.json")
         max_length = min(
             settings.get("model_max_length", 512),
@@ -65,7 +67,7 @@ class Tokenizer:
         if vocab.is_file():
             return cls(vocab, lowercase=settings.get("do_lower_case", True), max_length=max_length)
         named = {**_read_json(folder / "special_tokens_map.json"), **settings}
-        specials = {bert: _content(named[key]) for bert, key in SPECIAL_TOKENS.items() if named.get(key)}
+        specials = {bert: _content(named[key]) for bert, key in SPECIAL_TOKENS.items() if named.get(key)} | found
         return cls(fast, max_length=max_length, specials=specials)
 
     def save(self, folder: Path) -> None:
@@ -137,6 +139,33 @@ def _read_json(file: Path) -> dict:
         return json.loads(file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MtbertError(f"{file}: not valid JSON ({e})") from e
+
+
+# The files of tokenizers that transformers converts to a tokenizer.json: BPE (RoBERTa, GPT-2 style), SentencePiece
+# (DeBERTa-v3, XLM-R, ALBERT).
+CONVERTIBLE = ("vocab.json", "merges.txt", "spm.model", "sentencepiece.bpe.model", "spiece.model")
+
+
+def converted(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A checkpoint's tokenizer without a tokenizer.json, converted by transformers into one (in a temporary
+    folder removed when the process ends; a saved model keeps the file), and its special tokens."""
+    if not any((folder / name).is_file() for name in CONVERTIBLE):
+        raise MtbertError(f"{folder}: no vocab.txt or tokenizer.json; the checkpoint folder needs its tokenizer")
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(folder, use_fast=True)
+        backend = hf.backend_tokenizer
+    except Exception as e:  # ImportError, a missing converter dependency (sentencepiece), a damaged file
+        raise MtbertError(
+            f"{folder}: has no tokenizer.json, and transformers could not convert its tokenizer ({type(e).__name__}: "
+            f"{e}); save one with `AutoTokenizer.from_pretrained(...).save_pretrained(folder)` where it can"
+        ) from e
+    tmp = tempfile.mkdtemp(prefix="mtbert-tokenizer-")
+    atexit.register(shutil.rmtree, tmp, True)
+    backend.save(str(Path(tmp) / "tokenizer.json"))
+    specials = {bert: str(getattr(hf, key)) for bert, key in SPECIAL_TOKENS.items() if getattr(hf, key, None)}
+    return Path(tmp) / "tokenizer.json", specials
 
 
 def _content(token: str | dict) -> str:
