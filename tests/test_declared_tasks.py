@@ -242,3 +242,15 @@ def test_each_head_and_kind_computes_what_it_declares(tmp_path) -> None:
         {"rate/spearman": 1.0}
     )
     assert specs["rate"].unit_score(1.0) == 1.0 and specs["rate"].unit_score(-1.0) == 0.0
+
+
+def test_a_search_reads_the_task_file_from_its_trials_and_keeps_hub_names(tmp_path, toy_data, monkeypatch) -> None:
+    from mtbert.lab.hpo import run_config, trial_base
+
+    task_file(toy_data, {"nli": NLI})
+    monkeypatch.chdir(toy_data)
+    base = trial_base(Config(data_dir=".", model="acme/tiny-bert@v1", tasks="tasks.yaml"))
+    assert base.model == "acme/tiny-bert@v1" and base.tasks == str(toy_data / "tasks.yaml")
+    assert base.active_tasks == ("sst", "para", "sts", "nli")
+    trial = run_config(base, {"lr": 1e-3}, tmp_path / "t1")
+    assert Path(trial.task_settings("nli").dev_out).is_relative_to(tmp_path / "t1")  # beside the trial's SST file

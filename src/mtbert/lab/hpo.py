@@ -30,17 +30,20 @@ from mtbert.data.task_files import split_file, split_files
 from mtbert.errors import Interrupted, MtbertError
 from mtbert.lab.runs import append_history, read_history, run_config, saved_settings
 from mtbert.lab.space import Space, check_space, default_space, describe, read_space, to_tune
+from mtbert.model.hub import is_hub_name
 from mtbert.outputs import lock_all, readable_file, writable_dir
 from mtbert.train.setup import SMOKE, run_name
 
 log = logging.getLogger(__name__)
 METRIC = "mean"  # the mean dev score of the tasks, as `train` reports it every epoch
-# Path settings, made absolute for the trials (which Ray runs in other folders, and on other machines)
+# Path settings, made absolute for the trials (which Ray runs in other folders, and on other machines); a --model
+# hub name stays a name
 PATHS = (
     "model",
     "checkpoint",
     "data_dir",
     "tag_cache",
+    "tasks",
     *(f"{t}_{s}" for t in TASK_NAMES for s in ("train", "dev", "test")),
 )
 
@@ -178,7 +181,7 @@ def trial_base(cfg: Config) -> Config:
     paths = {
         name: ",".join(str(Path(p).resolve()) for p in settings[name].split(","))  # (--sst_train a,b)
         for name in PATHS
-        if settings[name] is not None
+        if settings[name] is not None and not (name == "model" and is_hub_name(settings[name]))
     }
     base = cfg.updated(**paths)
     for task in base.active_tasks:

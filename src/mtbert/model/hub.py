@@ -43,7 +43,8 @@ class Checkpoint:
 
 
 def is_hub_name(model: str) -> bool:
-    return HUB_NAME.match(model) is not None and not model.startswith((".", "/", "~"))
+    """Whether `model` reads as a hub name rather than a path (a path that exists is a path: see resolve)."""
+    return HUB_NAME.match(model) is not None and not model.startswith((".", "/", "~")) and not Path(model).exists()
 
 
 def resolve(model: str | Path | None, local_files_only: bool = False) -> Checkpoint:
