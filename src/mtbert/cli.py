@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NoReturn
 
 from mtbert.config import (
     TASK_FLAGS,
@@ -44,9 +45,17 @@ CHECKPOINT_HELP = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one short usage line and the error, not the whole usage of the flags."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"usage: {self.prog} [options]; see {self.prog} --help\n{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
 def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The training flags (also those of the original project's multitask_classifier.py)."""
-    parser = argparse.ArgumentParser(prog=prog, description=TRAIN_HELP)
+    parser = Parser(prog=prog, description=TRAIN_HELP)
     add_train(parser)
     parser.set_defaults(command_parser=parser, run=run_train)
     return parser
@@ -162,6 +171,11 @@ def add_predict(pr: argparse.ArgumentParser) -> None:
         '"sentence1" and "sentence2"; optionally "id"), or plain text with one example per line (pairs: two '
         "sentences separated by a tab); - reads stdin",
     )
+    pr.add_argument(
+        "--column",
+        help="read a table with a header (tab- or comma-separated): the text column(s) to predict "
+        "on, comma-separated for a pair task (sentence1,sentence2); its `id` column (if any) gives the ids",
+    )
     pr.add_argument("--output", default="-", help="where to write the predictions (default: stdout)")
     pr.add_argument(
         "--format",
@@ -186,6 +200,7 @@ def add_report(rp: argparse.ArgumentParser) -> None:
 def add_encode(en: argparse.ArgumentParser) -> None:
     en.add_argument("sentences", nargs="*", help="sentences to embed")
     en.add_argument("--input", help="a text file of sentences to embed, one per line (- reads stdin)")
+    en.add_argument("--column", help="read --input as a table with a header (.csv, .tsv): the column to embed")
     en.add_argument(
         "--model",
         default=None,
@@ -299,7 +314,7 @@ class Command:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtbert", description=__doc__.split(":")[0] + ".")
+    parser = Parser(prog="mtbert", description=__doc__.split(":")[0] + ".")
     parser.add_argument("--version", action="version", version=f"mtbert {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
@@ -422,12 +437,14 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def labelled_files(args: argparse.Namespace, predictor, split: str) -> dict:  # -> {task: TaskData}
-    """The labelled `split` files of the predictor's tasks (--data_dir, --{task}_{split}), read for its model."""
+    """The labelled `split` files of the predictor's tasks, read for its model: those given by their flags
+    (--{task}_{split}) where any is, else every task's in --data_dir."""
     from mtbert.data.task_files import split_file
 
     files = task_files(args)
+    named = [t for t in predictor.tasks if t in TASK_NAMES and getattr(args, f"{t}_{split}", None)]
     data = {}
-    for task in predictor.tasks:
+    for task in named or predictor.tasks:
         path = split_file(files, task, split)
         # the course has no Quora test file, say; a declared task's file may not be where it was when it trained
         if (split == "test" or task not in TASK_NAMES) and (path is None or not path.exists()):
@@ -502,7 +519,7 @@ def metric_cells(metrics: dict[str, float], tasks: tuple[str, ...] = TASK_NAMES)
 def run_predict(args: argparse.Namespace) -> None:
     from mtbert.outputs import atomic_write_bytes
     from mtbert.serve.predictor import results
-    from mtbert.serve.rows import format_rows, read_rows
+    from mtbert.serve.rows import format_rows, read_rows, read_table, refuse_table
 
     if args.output != "-":
         writable_file("--output", args.output)  # before the model is loaded and the sentences encoded
@@ -512,13 +529,20 @@ def run_predict(args: argparse.Namespace) -> None:
             f"--task {args.task}: {args.checkpoint} was not trained on it (it has {', '.join(predictor.tasks)})"
         )
     spec = TASKS[args.task]
-    text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
+    text, source = read_input(args.input), "stdin" if args.input == "-" else args.input
     header = [h.strip() for h in text.split("\n", 1)[0].split("\t")]
-    if args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
+    if args.column:
+        names = [c.strip() for c in args.column.split(",")]
+        if len(names) != len(spec.text_columns):
+            raise MtbertError(f"--column {args.column}: {args.task} reads {len(spec.text_columns)} text column(s)")
+        ids, columns = read_table(text, names, source)
+        data = predictor.data(args.task, columns, ids)
+    elif args.input != "-" and all(c in header for c in ("id", *spec.text_columns)):  # a CS224N file
         data = predictor.read(args.task, Path(args.input), require_labels=False)
         ids, columns = data.examples.ids, data.examples.texts
     else:
-        ids, columns = read_rows(text, args.task, "stdin" if args.input == "-" else args.input)
+        refuse_table(source, text, "--column")
+        ids, columns = read_rows(text, args.task, source)
         data = predictor.data(args.task, columns, ids)
     found = results(args.task, predictor.outputs({args.task: data}, progress=True)[args.task])
     lines = format_rows(args.task, ids, columns, found, args.format)
@@ -540,23 +564,33 @@ def load_predictor(args: argparse.Namespace):  # -> mtbert.serve.predictor.Predi
     return load(folders, pick_device(args.use_gpu), args.precision, args.tag_cache)
 
 
+def read_input(source: str) -> str:
+    """The text of --input: a file, or standard input for `-`."""
+    return sys.stdin.read().removeprefix("\ufeff") if source == "-" else _read_text(Path(source))
+
+
 def _read_text(path: Path) -> str:
     path = readable_file("--input", path)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # (a byte-order mark, as some editors write, is dropped)
     except UnicodeDecodeError as e:
         raise MtbertError(f"{path}: not UTF-8 text ({e})") from None
 
 
 def run_encode(args: argparse.Namespace) -> None:
     from mtbert.serve.embedding import encode
+    from mtbert.serve.rows import read_table, refuse_table, text_lines
 
     if bool(args.sentences) == (args.input is not None):
         raise MtbertError("give the sentences to embed as arguments or with --input FILE (one of the two)")
     sentences = args.sentences
     if args.input is not None:
-        text = sys.stdin.read() if args.input == "-" else _read_text(Path(args.input))
-        sentences = [line.strip() for line in text.splitlines() if line.strip()]
+        text, source = read_input(args.input), "stdin" if args.input == "-" else args.input
+        if args.column:
+            sentences = read_table(text, [args.column], source)[1][0]
+        else:
+            refuse_table(source, text, "--column", tabs=True)
+            sentences = [line.strip() for _, line in text_lines(text, source)]
         if not sentences:
             raise MtbertError(f"{args.input}: no sentences to embed")
     for vector in encode(sentences, model=args.model, progress=True):
@@ -613,7 +647,14 @@ COMMANDS = {
         "the word embeddings. Writes a Hugging Face checkpoint folder (--out) to train on with --model; a stopped "
         "run continues from OUT.state when the same command is run again (docs/training.md).",
     ),
-    "evaluate": Command("print a saved model's metrics as JSON", add_evaluate, run_evaluate),
+    "evaluate": Command(
+        "print a saved model's metrics as JSON",
+        add_evaluate,
+        run_evaluate,
+        "Score a model saved by `mtbert train` on labelled files: the tasks whose files are named (--sst_dev my.csv "
+        "scores SST only), else every task of the model on its file in --data_dir (a declared task: the file it "
+        "declared).",
+    ),
     "score": Command(
         "print the metrics of saved prediction files (the original project's layout) as JSON",
         add_score,

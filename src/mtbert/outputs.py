@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -141,17 +142,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def parse_mapping(path: Path, text: str) -> dict:
-    """A config file's top-level mapping: JSON for a .json file, else YAML."""
+    """A config file's top-level mapping: JSON for a .json file, else YAML (a byte-order mark dropped). A key given
+    twice in one mapping is an error naming the file, the line and the key."""
+    text = text.removeprefix("\ufeff")
     if path.suffix == ".json":
+
+        def unique(pairs: list[tuple[str, object]]) -> dict:
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:  # the line of its second appearance
+                    found = [m.start() for m in re.finditer(rf'"{re.escape(key)}"\s*:', text)]
+                    line = text.count("\n", 0, found[1]) + 1 if len(found) > 1 else "?"
+                    raise MtbertError(f"{path}:{line}: {key!r} is given twice")
+                seen.add(key)
+            return dict(pairs)
+
         try:
-            settings = json.loads(text)
+            settings = json.loads(text, object_pairs_hook=unique)
         except json.JSONDecodeError as e:
             raise MtbertError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     else:
         import yaml  # PyYAML, a dependency of mtbert (and of transformers)
 
         try:
-            settings = yaml.safe_load(text)
+            settings = yaml.load(text, Loader=unique_keys_loader(path))  # a SafeLoader
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -159,3 +173,20 @@ def parse_mapping(path: Path, text: str) -> dict:
     if not isinstance(settings, dict):
         raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
     return settings
+
+
+def unique_keys_loader(path: Path):  # -> a yaml.SafeLoader subclass
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise MtbertError(f"{path}:{key_node.start_mark.line + 1}: {key!r} is given twice")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys

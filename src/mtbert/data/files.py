@@ -64,7 +64,7 @@ def read_examples(
         raise MtbertError(f"{path}: no such file (fetch the data with `mtbert data fetch`, or check --data_dir)")
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark, as some editors write, is dropped
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise MtbertError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from e
@@ -176,7 +176,7 @@ def write_predictions(path: str | Path, header: str, ids: list[str], predictions
 def read_predictions(path: str | Path) -> dict[str, float]:
     """Id -> prediction of a file in the original project's format (see write_predictions); errors name the line."""
     path = readable_file("predictions", path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     found = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():

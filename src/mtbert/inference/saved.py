@@ -107,8 +107,13 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     sep_id = tokenizer.token_id("[SEP]")
     model = MultitaskModel(encoder, tasks, dropout, tokenizer.pad_id, meta.get("tags"), pairs, sep_id)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise MtbertError(f"{weights_file}: weights do not match {meta_file} ({e})") from e
+        found = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a weight of another shape: torch's message, on one line
+        detail = " ".join(str(e).split())
+        raise MtbertError(f"{weights_file}: weights do not match {meta_file} ({detail[:300]})") from e
+    wrong = [(what, keys) for what, keys in (("missing", found.missing_keys), ("unexpected", found.unexpected_keys))]
+    if any(keys for _, keys in wrong):
+        detail = "; ".join(f"{len(keys)} {what}, the first {keys[0]}" for what, keys in wrong if keys)
+        raise MtbertError(f"{weights_file}: weights do not match {meta_file} ({detail})")
     model.source = meta.get("source")
     return model.eval(), tokenizer, meta

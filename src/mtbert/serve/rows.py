@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict
 
 from mtbert.errors import MtbertError
 from mtbert.model.tasks import TASKS
 
+log = logging.getLogger(__name__)
 FORMATS = ("original", "jsonl", "csv")
 
 
@@ -22,10 +24,11 @@ def read_rows(text: str, task: str, source: str) -> tuple[list[str], list[list[s
       and "sentence2") and optionally an "id";
     - plain text: one example per line, a pair's two sentences separated by a tab.
 
-    Blank lines are skipped; ids default to the line numbers. Errors name `source` and the line.
+    Blank lines are skipped (counted in one warning); ids default to the line numbers. Errors name `source` and the
+    line.
     """
     names = TASKS[task].text_columns
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = text_lines(text, source)
     if not lines:
         raise MtbertError(f"{source}: no sentences to predict")
     ids: list[str] = []
@@ -41,6 +44,54 @@ def read_rows(text: str, task: str, source: str) -> tuple[list[str], list[list[s
         for c, part in enumerate(parts):
             columns[c].append(part)
     return ids, columns
+
+
+def text_lines(text: str, source: str) -> list[tuple[int, str]]:
+    """The non-blank lines of `text` with their line numbers; the blank ones skipped, counted in one warning."""
+    numbered = list(enumerate(text.splitlines(), start=1))
+    lines = [(n, line) for n, line in numbered if line.strip()]
+    if len(lines) < len(numbered):
+        log.warning("%s: %d empty line(s) skipped", source, len(numbered) - len(lines))
+    return lines
+
+
+TABLES = (".csv", ".tsv")
+
+
+def read_table(text: str, columns: list[str], source: str) -> tuple[list[str], list[list[str]]]:
+    """The ids (its `id` column, else the row numbers) and the named columns of a table with a header: tab-separated
+    where the header has a tab (the CS224N files, .csv as they are), else comma-separated. Empty rows are skipped,
+    counted in one warning."""
+    delimiter = "\t" if "\t" in text.split("\n", 1)[0] else ","
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    if not rows:
+        raise MtbertError(f"{source}: empty; expected a header with the column(s) {', '.join(columns)}")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise MtbertError(f"{source}:1: no column {missing[0]!r} (header: {', '.join(h for h in header if h)})")
+    at, id_at = [header.index(c) for c in columns], header.index("id") if "id" in header else None
+    body = [(n, r) for n, r in enumerate(rows[1:], start=2) if any(cell.strip() for cell in r)]
+    if len(body) < len(rows) - 1:
+        log.warning("%s: %d empty row(s) skipped", source, len(rows) - 1 - len(body))
+    ids, out = [], [[] for _ in columns]
+    for n, row in body:
+        if len(row) < len(header):
+            raise MtbertError(f"{source}:{n}: {len(row)} cells where the header has {len(header)}")
+        ids.append(row[id_at] if id_at is not None else str(n - 1))
+        for c, i in enumerate(at):
+            out[c].append(row[i].strip())
+    if not ids:
+        raise MtbertError(f"{source}: no rows under the header")
+    return ids, out
+
+
+def refuse_table(source: str, text: str, flag: str, tabs: bool = False) -> None:
+    """A .csv or .tsv file (`tabs`: or a first line with tabs) read as lines would send its header, ids and
+    separators to the model: refused."""
+    if source.lower().endswith(TABLES) or (tabs and "\t" in text.split("\n", 1)[0]):
+        header = text.split("\n", 1)[0].strip()
+        raise MtbertError(f"{source}: a table (header: {header[:80]}); {flag} names the column(s) to read")
 
 
 def _json_row(line: str, names: tuple[str, ...], where: str) -> tuple[str, list[str]]:

@@ -113,7 +113,7 @@ def sentences_of(p: Pretraining) -> list[str]:
         if name:
             path = readable_file("--text", name)
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
+                lines = path.read_text(encoding="utf-8-sig").splitlines()
             except UnicodeDecodeError as e:
                 raise MtbertError(f"--text {path}: not UTF-8 text ({e})") from None
             found.update(dict.fromkeys(line.strip() for line in lines if line.strip()))
