@@ -254,3 +254,18 @@ def test_a_search_reads_the_task_file_from_its_trials_and_keeps_hub_names(tmp_pa
     assert base.active_tasks == ("sst", "para", "sts", "nli")
     trial = run_config(base, {"lr": 1e-3}, tmp_path / "t1")
     assert Path(trial.task_settings("nli").dev_out).is_relative_to(tmp_path / "t1")  # beside the trial's SST file
+
+
+def test_report_and_export_carry_the_declared_task(nli_run, tmp_path, capsys) -> None:
+    from safetensors.torch import load_file
+
+    from mtbert.serve.export import export
+
+    cfg, metrics = nli_run
+    main(["report", cfg.logdir, "--out", str(tmp_path / "report")])
+    table = capsys.readouterr().out
+    assert "accuracy (best epoch)" in table and f"{metrics['nli/accuracy']:.3f}" in table
+    assert "nli/accuracy" in (tmp_path / "report" / "report.md").read_text()
+    out = export(Path(cfg.save_dir) / run_name(cfg), tmp_path / "hf")
+    heads = load_file(out / "mtbert_heads.safetensors")
+    assert heads["heads.nli.mlp.4.weight"].shape[0] == 3  # the three NLI labels

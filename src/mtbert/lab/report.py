@@ -154,7 +154,7 @@ def markdown(groups: dict[str, list[Run]], baseline: str | None = None) -> str:
         base = spread([r.best[metric] for r in groups[baseline]]) if baseline else None
         if base:
             head.insert(3, "vs baseline")
-        lines = [f"### {TITLES[metric]}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines = [f"### {TITLES.get(metric, metric)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name, runs in groups.items():
             m, s = spread([r.best[metric] for r in runs if metric in r.best])
             cells = [
@@ -199,7 +199,7 @@ def plot(groups: dict[str, list[Run]], path: Path) -> Path:
             (line,) = ax.plot(x, values.mean(0), marker="o", label=name)
             if len(runs) > 1:
                 ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
-        ax.set_title(TITLES[metric], fontsize=10)
+        ax.set_title(TITLES.get(metric, metric), fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
