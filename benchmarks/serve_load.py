@@ -1,12 +1,20 @@
-"""Load on `mtbert serve` over loopback: batched serving against one request at a time, measured in the same run.
+"""Load on `mtbert serve` over loopback: batched serving against one request at a time, measured in the same run;
+with --flood, a flood of the largest requests against a server that sheds load and one that queues everything.
 
     python benchmarks/serve_load.py [--clients 16] [--requests 960] [--checkpoint DIR] [--data_dir data]
+    python benchmarks/serve_load.py --flood [--clients 32] [--texts 16] [--chars 500] [--seconds 30] [--max_queue 64]
 
 A model of the packaged all-MiniLM-L6-v2 (its heads as initialised, or --checkpoint's trained one) is served twice
 by `mtbert serve` on 127.0.0.1: batched (--max_batch 64, --batch_window_ms 5) and one request at a time
 (--max_batch 1). Each time --clients threads send --requests POST /sentiment requests in all, one SST dev sentence
 each, over kept-alive connections. Prints a line per mode and one JSON line: requests/s, p50 and p99 latency,
 errors, and the speed-up batched / one at a time. Exits 1 on any error, or past --timeout seconds per mode.
+
+--flood: --clients threads send, for --seconds, requests of --texts texts of --chars characters each (SST dev
+sentences joined), a new one as soon as the last is answered. The server runs twice: shedding load (--max_queue,
+the default --request_timeout) and queueing everything (no bound, no deadline). Per mode: the accepted requests'
+p50 and p99 latency, the refused (503) ones' p99, failures (any other answer), and the server's peak RSS. Exits 1
+on a failure.
 """
 
 from __future__ import annotations
@@ -106,6 +114,112 @@ def load(port: int, sentences: list[str], clients: int, requests: int, timeout: 
     }
 
 
+FLOOD_MODES = {
+    "sheds load": lambda max_queue: ["--max_queue", str(max_queue)],
+    "queues everything": lambda max_queue: ["--max_queue", str(10**9), "--request_timeout", str(10**9)],
+}
+
+
+def flood(port: int, texts: list[str], clients: int, seconds: float) -> dict:
+    """`clients` threads each sending `texts` as one request again and again for `seconds` (and waiting for the
+    answers of requests sent in time)."""
+    answers: dict[int, list[float]] = {}
+    lock = threading.Lock()
+    body = json.dumps({"texts": texts})
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:
+                conn.request("POST", "/sentiment", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
+            with lock:
+                answers.setdefault(status, []).append((time.perf_counter() - started) * 1000)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok, refused = answers.get(200, []), answers.get(503, [])
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 1) if values else None
+
+    return {
+        "accepted": len(ok),
+        "accepted_p50_ms": pct(ok, 50),
+        "accepted_p99_ms": pct(ok, 99),
+        "refused": len(refused),
+        "refused_p99_ms": pct(refused, 99),
+        "failures": sum(len(v) for k, v in answers.items() if k not in (200, 503)),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (Linux: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def start_server(folder: Path, precision: str, flags: list[str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    command = [sys.executable, "-m", "mtbert", "serve", "--checkpoint", str(folder), "--port", str(port)]
+    child = subprocess.Popen([*command, "--precision", precision, *flags], stdout=subprocess.DEVNULL)
+    wait_until_up(port, child)
+    return child, port
+
+
+def run_flood(args: argparse.Namespace, folder: Path, sentences: list[str]) -> None:
+    text = " ".join(sentences)
+    texts = [(text[i * 97 :] + text)[: args.chars] for i in range(args.texts)]  # distinct texts of --chars chars
+    results = {}
+    for mode, flags in FLOOD_MODES.items():
+        child, port = start_server(folder, args.precision, ["--max_texts", str(args.texts), *flags(args.max_queue)])
+        try:
+            flood(port, texts[:1], 1, 2)  # warm-up
+            results[mode] = flood(port, texts, args.clients, args.seconds) | {"peak_rss_mb": peak_rss_mb(child.pid)}
+        finally:
+            child.terminate()
+            child.wait(timeout=60)
+        r = results[mode]
+        print(
+            f"{mode:>17}: {r['accepted']} accepted (p50 {r['accepted_p50_ms']} ms, p99 {r['accepted_p99_ms']} ms), "
+            f"{r['refused']} refused (p99 {r['refused_p99_ms']} ms), {r['failures']} failures, peak RSS "
+            f"{r['peak_rss_mb']} MB",
+            file=sys.stderr,
+        )
+    queued, shed = results["queues everything"], results["sheds load"]
+    ratio = queued["accepted_p99_ms"] / shed["accepted_p99_ms"] if shed["accepted_p99_ms"] else None
+    print(
+        json.dumps(
+            {
+                "clients": args.clients,
+                "texts": args.texts,
+                "chars": args.chars,
+                "max_queue": args.max_queue,
+                **{m.replace(" ", "_"): r for m, r in results.items()},
+                "p99_queued_over_shed": round(ratio, 1) if ratio else None,
+            }
+        )
+    )
+    if any(r["failures"] for r in results.values()):
+        raise SystemExit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
@@ -116,30 +230,22 @@ def main() -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--timeout", type=float, default=240, help="seconds per mode at most")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="the server's")
+    parser.add_argument("--flood", action="store_true", help="the flood: shedding load against queueing everything")
+    parser.add_argument("--texts", type=int, default=16, help="--flood: texts per request")
+    parser.add_argument("--chars", type=int, default=500, help="--flood: characters per text")
+    parser.add_argument("--seconds", type=float, default=30, help="--flood: how long the clients send")
+    parser.add_argument("--max_queue", type=int, default=64, help="--flood: the shedding server's --max_queue")
     args = parser.parse_args()
     sst = read_examples(Path(args.data_dir) / "ids-sst-dev.csv", ("sentence",), "sentiment", float, True)
     sentences = sst.texts[0]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.checkpoint) if args.checkpoint else packaged_model(Path(tmp) / "model")
+        if args.flood:
+            return run_flood(args, folder, sentences)
         for mode, flags in MODES.items():
-            port = free_port()
-            command = [
-                sys.executable,
-                "-m",
-                "mtbert",
-                "serve",
-                "--checkpoint",
-                str(folder),
-                "--port",
-                str(port),
-                "--precision",
-                args.precision,
-                *flags,
-            ]
-            child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+            child, port = start_server(folder, args.precision, flags)
             try:
-                wait_until_up(port, child)
                 load(port, sentences, args.clients, min(args.clients * 2, args.requests), args.timeout)  # warm-up
                 results[mode] = load(port, sentences, args.clients, args.requests, args.timeout)
             finally:

@@ -27,6 +27,10 @@ BENCHMARKS = {
     "encoder_speed.py": (["--steps", "1", "--warmup", "1", "--batch_size", "4", "--seq_len", "16"], "train_ratio"),
     "tagging_speed.py": (["--limit", "50", "--samples_per_epoch", "8", "--batch_size", "4"], "epoch_ratio"),
     "serve_load.py": (["--clients", "4", "--requests", "24"], "speedup"),
+    "serve_load.py --flood": (
+        ["--clients", "6", "--texts", "4", "--chars", "200", "--seconds", "3", "--max_queue", "8"],
+        "p99_queued_over_shed",
+    ),
 }
 
 

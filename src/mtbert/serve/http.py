@@ -9,10 +9,13 @@
 
 Only the model's tasks have routes. Input beyond a limit is refused with a message naming it: a body larger than
 `max_body_bytes` or more than `max_texts` texts 413, a text longer than `max_chars` characters (or empty) 422;
-malformed JSON 422. An error while predicting answers 500 and the server serves on.
+malformed JSON 422. Load is shed: a request that would make more than `max_queue` texts wait answers 503 at once
+(with Retry-After), one not served within `request_timeout` seconds 504; a request given up, or whose client
+disconnected, is dropped before inference. An error while predicting answers 500 and the server serves on.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the request models of the routes from their annotations
+import asyncio
 import dataclasses
 import functools
 import json
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from mtbert.config import opt
 from mtbert.errors import MtbertError
-from mtbert.serve.batching import Batcher
+from mtbert.serve.batching import Batcher, Overloaded
 
 if TYPE_CHECKING:  # the model's modules load only when a server starts
     from mtbert.serve.predictor import Predictor
@@ -39,13 +42,23 @@ class Limits:
     max_body_bytes: int = opt(1 << 20, "bytes per request body; a larger one answers 413")
     max_batch: int = opt(64, "texts (or pairs) per batch of concurrent requests (1: one request at a time)")
     batch_window_ms: float = opt(5.0, "how long a batch waits for more requests to join it")
+    max_queue: int = opt(
+        512,
+        "texts (or pairs) waiting for inference, all routes together; a request that would pass it answers 503 at "
+        "once, with Retry-After",
+    )
+    request_timeout: float = opt(
+        30.0, "seconds a request may wait and run; past it, it answers 504 and is dropped if not yet computed"
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch"):
+        for name in ("max_texts", "max_chars", "max_body_bytes", "max_batch", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} {getattr(self, name)}: at least 1")
         if self.batch_window_ms < 0:
             raise ValueError(f"--batch_window_ms {self.batch_window_ms}: not negative")
+        if not self.request_timeout > 0:
+            raise ValueError(f"--request_timeout {self.request_timeout}: above 0")
 
 
 def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: str = "model"):  # -> ASGI app
@@ -63,10 +76,20 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         "para": lambda pairs: predictor.paraphrase(pairs),
         "sts": lambda pairs: predictor.similarity(pairs),
     }
-    for task in predictor.tasks:  # tasks declared in a --tasks file
-        runs.setdefault(task, functools.partial(predictor.predict, task))
+    for task in set(predictor.tasks) - set(runs):  # tasks declared in a --tasks file
+        runs[task] = functools.partial(predictor.predict, task)
+    waiting = [0]  # texts queued on every route together, against --max_queue
     batchers = {
-        task: Batcher(runs[task], executor, limits.max_batch, limits.batch_window_ms / 1000) for task in predictor.tasks
+        task: Batcher(
+            runs[task],
+            executor,
+            limits.max_batch,
+            limits.batch_window_ms / 1000,
+            limits.max_queue,
+            limits.request_timeout,
+            waiting,
+        )
+        for task in predictor.tasks
     }
 
     @asynccontextmanager
@@ -123,6 +146,11 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
     async def batched(task: str, items: list) -> list:
         try:
             return await batchers[task].submit(items)
+        except Overloaded as e:  # shed at once: the client tries again later
+            detail = f"busy: {e.waiting} texts waiting, at most {limits.max_queue} (max_queue); retry later"
+            raise HTTPException(503, detail, headers={"Retry-After": str(e.retry_after)}) from None
+        except TimeoutError:
+            raise HTTPException(504, f"not served within {limits.request_timeout:g} s (request_timeout)") from None
         except Exception as e:  # the batch failed: this request answers 500, the server serves on
             raise HTTPException(500, f"prediction failed: {type(e).__name__}: {e}") from None
 
@@ -207,16 +235,32 @@ class BodyLimit:
             more = message.get("more_body", False)
             if sum(map(len, body)) > self.limit:
                 return await self.too_large(send)
-        whole, sent = b"".join(body), False
+        whole, sent, gone = b"".join(body), False, asyncio.Event()
 
         async def replay():
             nonlocal sent
-            if sent:
-                return await receive()  # after the body: wait for the disconnect, as the server would say it
+            if sent:  # after the body: the disconnect, when it comes
+                await gone.wait()
+                return {"type": "http.disconnect"}
             sent = True
             return {"type": "http.request", "body": whole, "more_body": False}
 
-        await self.app(scope, replay, send)
+        handler = asyncio.ensure_future(self.app(scope, replay, send))
+
+        async def watch() -> None:  # a client that goes away cancels its request: its texts leave the queue
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            handler.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await handler
+        except asyncio.CancelledError:
+            if not gone.is_set():
+                raise  # the server itself is stopping
+        finally:
+            watcher.cancel()
 
     async def too_large(self, send) -> None:
         detail = json.dumps({"detail": f"request body over {self.limit} bytes (max_body_bytes)"}).encode()
