@@ -278,9 +278,7 @@ def test_an_ablation_runs_and_tables_the_declared_task(tmp_path, toy_data, tiny_
     cfg = toy_config(tmp_path, toy_data, tiny_checkpoint, epochs=1).updated(tasks=str(tasks))
     result = ablate(cfg, Ablation(rows="baseline,ema", seeds=2, ablate_dir=str(tmp_path / "ab")))
     table = result.table.read_text()
-    runs = [
-        json.loads((tmp_path / "ab" / "ema" / f"seed-{cfg.seed + k}" / "done.json").read_text()) for k in (0, 1)
-    ]
+    runs = [json.loads((tmp_path / "ab" / "ema" / f"seed-{cfg.seed + k}" / "done.json").read_text()) for k in (0, 1)]
     values = [r["best"]["nli/accuracy"] for r in runs]
     row = next(line for line in table.split("nli/accuracy", 1)[1].splitlines() if line.startswith("| ema |"))
     assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" in row  # the cell is its runs' mean ± std

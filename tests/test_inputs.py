@@ -125,7 +125,8 @@ def test_evaluate_scores_exactly_the_tasks_whose_files_are_given(trained, tmp_pa
 @pytest.mark.parametrize(
     ("damage", "words"),
     [
-        (lambda m: m | {"tasks": "sst"}, "neither built in nor declared"),
+        (lambda m: m | {"tasks": "sst"}, "'tasks' should be a JSON list"),
+        (lambda m: m | {"tasks": ["sst", "nli"]}, "neither built in nor declared"),
         (lambda m: {k: v for k, v in m.items() if k != "encoder"}, "'encoder'"),
         (lambda m: m | {"encoder": {**m["encoder"], "hidden_size": "wide"}}, "not a valid mtbert model description"),
         (lambda m: m | {"encoder": {**m["encoder"], "num_hidden_layers": 1}}, "weights do not match"),

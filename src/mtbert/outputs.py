@@ -169,7 +169,8 @@ def parse_mapping(path: Path, text: str) -> dict:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise MtbertError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+            problem = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's messages span lines
+            raise MtbertError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(settings, dict):
         raise MtbertError(f"{path}: expected a mapping of settings (`lr: 1e-4`), got {type(settings).__name__}")
     return settings

@@ -74,6 +74,42 @@ def recover(folder: Path) -> Path:
     return old
 
 
+# The entries of a model description (mtbert.json) and their JSON types; `encoder` and `tasks` are required.
+DESCRIPTION = {
+    "encoder": dict,
+    "tasks": list,
+    "pair_encoding": str,
+    "moe": dict,
+    "tags": dict,
+    "declared_tasks": dict,
+    "source": dict,
+    "config": dict,
+    "dev_metrics": dict,
+}
+
+
+JSON_TYPES = {dict: "object", list: "list", str: "string"}
+
+
+def check_description(meta: object) -> None:
+    """A ValueError where a model description's entries have the wrong type, so that a damaged mtbert.json is named
+    as such rather than failing deep inside the model."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"a JSON object is expected, not {type(meta).__name__}")
+    for key in ("encoder", "tasks"):
+        if key not in meta:
+            raise ValueError(f"no {key!r} entry")
+    for key, kind in DESCRIPTION.items():
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise ValueError(f"{key!r} should be a JSON {JSON_TYPES[kind]}")
+    if not meta["tasks"] or not all(isinstance(t, str) for t in meta["tasks"]):
+        raise ValueError("'tasks' should be a list of task names")
+    if meta.get("pair_encoding", "bi") not in ("bi", "cross"):
+        raise ValueError(f"pair_encoding {meta['pair_encoding']!r} is neither bi nor cross")
+    if meta.get("tags") is not None and not all(isinstance(meta["tags"].get(k), list) for k in ("pos", "ner")):
+        raise ValueError("'tags' should hold the lists 'pos' and 'ner'")
+
+
 def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel, Tokenizer, dict]:
     """Loads a folder written by `save_model` (no pickles are executed). Returns model (eval mode), tokenizer, meta."""
     folder = Path(folder)
@@ -85,8 +121,9 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
             raise MtbertError(f"{f}: missing; is {folder} a model folder saved by `mtbert train`?")
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        check_description(meta)
         tasks = tuple(meta["tasks"])
-        register([TaskDecl.from_dict(d) for d in meta.get("declared_tasks", {}).values()])
+        register([TaskDecl.from_dict(d) for d in (meta.get("declared_tasks") or {}).values()])
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"task {unknown[0]!r} is neither built in nor declared")
@@ -96,7 +133,7 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
         else:
             enc_cfg = EncoderConfig(**meta["encoder"])
             encoder = MixtureOfEncoders.empty(enc_cfg, moe["experts"], moe["gate"]) if moe else BertEncoder(enc_cfg)
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise MtbertError(f"{meta_file}: not a valid mtbert model description ({e})") from e
     try:
         state = load_file(weights_file)
@@ -105,7 +142,10 @@ def load_model(folder: str | Path, dropout: float = 0.0) -> tuple[MultitaskModel
     tokenizer = Tokenizer.from_pretrained(folder)
     pairs = meta.get("pair_encoding", "bi")
     sep_id = tokenizer.token_id("[SEP]")
-    model = MultitaskModel(encoder, tasks, dropout, tokenizer.pad_id, meta.get("tags"), pairs, sep_id)
+    try:
+        model = MultitaskModel(encoder, tasks, dropout, tokenizer.pad_id, meta.get("tags"), pairs, sep_id)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise MtbertError(f"{meta_file}: not a valid mtbert model description ({e})") from e
     try:
         found = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a weight of another shape: torch's message, on one line
