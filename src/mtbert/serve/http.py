@@ -19,7 +19,9 @@ import asyncio
 import dataclasses
 import functools
 import json
+import math
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -147,7 +149,7 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         try:
             return await batchers[task].submit(items)
         except Overloaded as e:  # shed at once: the client tries again later
-            detail = f"busy: {e.waiting} texts waiting, at most {limits.max_queue} (max_queue); retry later"
+            detail = busy_detail(e.waiting, limits.max_queue)
             raise HTTPException(503, detail, headers={"Retry-After": str(e.retry_after)}) from None
         except TimeoutError:
             raise HTTPException(504, f"not served within {limits.request_timeout:g} s (request_timeout)") from None
@@ -210,19 +212,37 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
 
-    return BodyLimit(app, limits.max_body_bytes)
+    def busy() -> tuple[str, int] | None:
+        """While the queue is full: the refusal and the seconds to wait (the texts waiting times the seconds per
+        text of the recent batches)."""
+        if waiting[0] < limits.max_queue:
+            return None
+        seconds = max(b.seconds_per_item for b in batchers.values())
+        return busy_detail(waiting[0], limits.max_queue), max(1, math.ceil(waiting[0] * seconds))
+
+    return BodyLimit(app, limits.max_body_bytes, busy)
+
+
+def busy_detail(waiting: int, max_queue: int) -> str:
+    return f"busy: {waiting} texts waiting, at most {max_queue} (max_queue); retry later"
 
 
 class BodyLimit:
     """ASGI middleware: a request body over `limit` bytes answers 413 before the application reads it (by its
-    Content-Length, or, for a chunked body, as soon as the bytes received pass the limit)."""
+    Content-Length, or, for a chunked body, as soon as the bytes received pass the limit); while the queue is full
+    (`busy()` gives the refusal), a POST answers 503 before its body is read or parsed, so that a flood costs the
+    server little; a client that disconnects cancels its request."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, busy: Callable[[], tuple[str, int] | None] = lambda: None):
+        self.app, self.limit, self.busy = app, limit, busy
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        refusal = self.busy() if scope["method"] == "POST" else None
+        if refusal is not None:
+            detail, seconds = refusal
+            return await reply(send, 503, detail, [(b"retry-after", str(seconds).encode())])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self.too_large(send)
@@ -263,10 +283,15 @@ class BodyLimit:
             watcher.cancel()
 
     async def too_large(self, send) -> None:
-        detail = json.dumps({"detail": f"request body over {self.limit} bytes (max_body_bytes)"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(detail)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": detail})
+        await reply(send, 413, f"request body over {self.limit} bytes (max_body_bytes)")
+
+
+async def reply(send, status: int, detail: str, headers: list | None = None) -> None:
+    """A JSON answer {"detail": ...} sent from the middleware, without the application."""
+    body = json.dumps({"detail": detail}).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(predictor: "Predictor", host: str, port: int, limits: Limits, model_name: str) -> None:
