@@ -11,7 +11,8 @@ each, over kept-alive connections. Prints a line per mode and one JSON line: req
 errors, and the speed-up batched / one at a time. Exits 1 on any error, or past --timeout seconds per mode.
 
 --flood: --clients threads send, for --seconds, requests of --texts texts of --chars characters each (SST dev
-sentences joined), a new one as soon as the last is answered. The server runs twice: shedding load (--max_queue,
+sentences joined), a new one as soon as the last is answered (a refused one after its Retry-After seconds, unless
+--ignore_retry_after). The server runs twice: shedding load (--max_queue,
 the default --request_timeout) and queueing everything (no bound, no deadline). Per mode: the accepted requests'
 p50 and p99 latency, the refused (503) ones' p99, failures (any other answer), and the server's peak RSS. Exits 1
 on a failure.
@@ -120,9 +121,10 @@ FLOOD_MODES = {
 }
 
 
-def flood(port: int, texts: list[str], clients: int, seconds: float) -> dict:
+def flood(port: int, texts: list[str], clients: int, seconds: float, honour_retry: bool = True) -> dict:
     """`clients` threads each sending `texts` as one request again and again for `seconds` (and waiting for the
-    answers of requests sent in time)."""
+    answers of requests sent in time); a refused client waits the Retry-After seconds first (`honour_retry`), as
+    well-behaved clients do, or sends again at once."""
     answers: dict[int, list[float]] = {}
     lock = threading.Lock()
     body = json.dumps({"texts": texts})
@@ -136,13 +138,15 @@ def flood(port: int, texts: list[str], clients: int, seconds: float) -> dict:
                 conn.request("POST", "/sentiment", body, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
-                status = response.status
+                status, retry = response.status, response.getheader("Retry-After")
             except (OSError, http.client.HTTPException):
-                status = 0
+                status, retry = 0, None
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
             with lock:
                 answers.setdefault(status, []).append((time.perf_counter() - started) * 1000)
+            if status == 503 and honour_retry and retry is not None:
+                time.sleep(min(float(retry), max(0.0, stop - time.monotonic())))
         conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -191,7 +195,8 @@ def run_flood(args: argparse.Namespace, folder: Path, sentences: list[str]) -> N
         child, port = start_server(folder, args.precision, ["--max_texts", str(args.texts), *flags(args.max_queue)])
         try:
             flood(port, texts[:1], 1, 2)  # warm-up
-            results[mode] = flood(port, texts, args.clients, args.seconds) | {"peak_rss_mb": peak_rss_mb(child.pid)}
+            found = flood(port, texts, args.clients, args.seconds, not args.ignore_retry_after)
+            results[mode] = found | {"peak_rss_mb": peak_rss_mb(child.pid)}
         finally:
             child.terminate()
             child.wait(timeout=60)
@@ -211,6 +216,7 @@ def run_flood(args: argparse.Namespace, folder: Path, sentences: list[str]) -> N
                 "texts": args.texts,
                 "chars": args.chars,
                 "max_queue": args.max_queue,
+                "honour_retry_after": not args.ignore_retry_after,
                 **{m.replace(" ", "_"): r for m, r in results.items()},
                 "p99_queued_over_shed": round(ratio, 1) if ratio else None,
             }
@@ -235,6 +241,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=500, help="--flood: characters per text")
     parser.add_argument("--seconds", type=float, default=30, help="--flood: how long the clients send")
     parser.add_argument("--max_queue", type=int, default=64, help="--flood: the shedding server's --max_queue")
+    parser.add_argument("--ignore_retry_after", action="store_true", help="--flood: refused clients send again at once")
     args = parser.parse_args()
     sst = read_examples(Path(args.data_dir) / "ids-sst-dev.csv", ("sentence",), "sentiment", float, True)
     sentences = sst.texts[0]
