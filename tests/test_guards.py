@@ -29,10 +29,12 @@ from mtbert.train.setup import setup_model
 from .conftest import REPO, write_csv
 
 
-def files_under(folder: Path) -> dict[str, float]:
-    """Every file below `folder` with its modification time (but the runs' lock files)."""
+def files_under(folder: Path) -> dict[str, tuple]:
+    """Every path below `folder`, folders and lock files included, a file with its size and modification time: a
+    path created or removed, or a file written, changes it."""
     return {
-        str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock"
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "folder"
+        for p in folder.rglob("*")
     }
 
 

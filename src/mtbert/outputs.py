@@ -79,35 +79,52 @@ def user_permissions(path: Path) -> None:
 class Lock:
     """An exclusive lock on a path a run writes (its lock file `.NAME.lock` beside it holds the run's pid and start
     time, for the message of a second run). The operating system releases it when the process ends, however it
-    ends, so a dead run's lock is simply taken over."""
+    ends, so a dead run's lock is simply taken over. Released, the lock file is removed, and so are the folders
+    acquiring it created (if still empty): a run that stops early leaves nothing behind."""
 
     def __init__(self, flag: str, path: str | Path):
         self.flag, self.path = flag, Path(path)
         self.file = self.path.parent / f".{self.path.name}.lock"
         self.fd: int | None = None
+        self.created: list[Path] = []  # folders made for the lock file, deepest first
 
     def acquire(self) -> None:
+        missing = [p for p in [self.file.parent, *self.file.parent.parents] if not p.exists()]
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+        self.created = missing
+        while True:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise MtbertError(
+                    f"{self.flag} {self.path}: in use by another run ({holder}); wait for it to end, or choose "
+                    "another path"
+                ) from None
+            try:  # the file locked is still the lock file (not one a releasing run removed meanwhile)
+                if os.stat(self.file).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise MtbertError(
-                f"{self.flag} {self.path}: in use by another run ({holder}); wait for it to end, or choose another path"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self.fd = fd
 
     def release(self) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.file)  # while still held: a run waiting on this file sees it gone and opens anew
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+            for folder in self.created:
+                with contextlib.suppress(OSError):  # (not empty: the run wrote there)
+                    folder.rmdir()
 
 
 def lock_all(paths: list[tuple[str, Path]]) -> contextlib.ExitStack:
