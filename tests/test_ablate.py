@@ -4,12 +4,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
 from mtbert.lab.ablate import ROWS, Ablation, ablate, recipe_flags
+from mtbert.lab.report import TITLES
 
 from .conftest import SST_ROWS
 
@@ -41,6 +43,12 @@ def test_the_rows_over_seeds_resume_and_make_a_table(cfg: Config, tmp_path: Path
         and "| unfreeze | `--unfreeze_interval 1` |" in table
     )
     assert "| synthetic | `--sst_train ids-sst-train-syn.csv` |" in table
+    for metric in ("sst/accuracy", "sts/pearson"):  # a cell is its runs' mean ± std, as the runs recorded them
+        runs = [tmp_path / "ab" / "sophiah" / f"seed-{cfg.seed + k}" / "done.json" for k in (0, 1)]
+        values = [json.loads(f.read_text())["best"][metric] for f in runs]
+        section = table.split(f"### {TITLES[metric]}", 1)[1]
+        row = next(line for line in section.splitlines() if line.startswith("| sophiah |"))
+        assert f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" in row, (row, values)
     assert result.plot.read_bytes()[:4] == b"\x89PNG"
     seed = tmp_path / "ab" / "sophiah" / f"seed-{cfg.seed + 1}"
     assert json.loads((seed / "done.json").read_text())["best"]["epoch"] in (1, 2)

@@ -68,8 +68,11 @@ def test_bertfor_checkpoints_prefix_and_heads_are_handled(tiny_checkpoint) -> No
 
     state = load_file(tiny_checkpoint / "model.safetensors")
     prefixed = {f"bert.{k}": v for k, v in state.items()} | {"cls.predictions.bias": torch.zeros(99)}
-    converted = convert_hf_state_dict(prefixed, 2)
-    assert converted.keys() == convert_hf_state_dict(state, 2).keys()
+    converted, plain = convert_hf_state_dict(prefixed, 2), convert_hf_state_dict(state, 2)
+    assert converted.keys() == plain.keys()
+    assert all(torch.equal(converted[k], plain[k]) for k in plain)  # each weight under its own name, not another's
+    # and each where the table puts it: the first layer's query weight is BERT's
+    assert torch.equal(converted["layers.0.attn.q.weight"], state["encoder.layer.0.attention.self.query.weight"])
 
 
 def test_folder_without_config_is_a_clear_error(tmp_path) -> None:
