@@ -179,6 +179,10 @@ def test_a_search_stops_trials_early_and_its_best_command_trains(
     rows = read_table(hpo_dir)
     assert len(rows) == 4 and "sst/accuracy" in rows[0] and "stopped_early" in rows[0]
     assert any(r["stopped_early"] == "True" and int(r["epochs"]) < 3 for r in rows)  # ASHA stopped one
+    # ... one that trailed: the metric's direction is the right one (maximised, as the mean dev score is)
+    stopped = [float(r["mean"]) for r in rows if r["stopped_early"] == "True"]
+    kept = [float(r["mean"]) for r in rows if r["stopped_early"] != "True"]
+    assert kept and max(stopped) <= max(kept)
     assert [float(r["mean"]) for r in rows] == sorted((float(r["mean"]) for r in rows), reverse=True)
     assert f"train it again: mtbert train --config {hpo_dir / 'best.yaml'}" in run.stdout
     best = rows[0]["trial"]

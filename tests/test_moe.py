@@ -39,6 +39,8 @@ def test_gate_weights_are_a_distribution_per_sentence(tiny_encoder) -> None:
 def test_hard_gate_runs_each_sentence_through_exactly_one_expert(tiny_encoder) -> None:
     moe = mixture(tiny_encoder, "hard")
     ids, mask = encoder_batch()
+    with torch.no_grad():  # each expert's logit centred over the batch: the sentences split between the experts
+        moe.gate.bias -= moe.weights(ids, mask.bool(), None).log().mean(0)
     rows_seen: list[int] = []
     calls = [0, 0, 0]
     for k, expert in enumerate(moe.experts):
@@ -51,6 +53,7 @@ def test_hard_gate_runs_each_sentence_through_exactly_one_expert(tiny_encoder) -
     pool = lambda h, m: h[:, 0]  # noqa: E731
     out = moe(ids, mask.bool(), True, None, pool)
     top = moe.weights(ids, mask.bool(), None).argmax(-1)
+    assert len(set(top.tolist())) > 1  # the batch is split between experts (else the counts below prove little)
     assert sum(rows_seen) == 13 and all(c <= 1 for c in calls)  # 13 sentences, one expert call each at most
     assert [calls[k] for k in range(3)] == [int((top == k).any()) for k in range(3)]
     for i in range(13):  # and each sentence's embedding is its own expert's
