@@ -286,9 +286,11 @@ def test_saves_clear_stale_temp_files_recover_the_previous_model_and_keep_the_um
 
 SAVE_LOOP = """
 import sys
+import torch
 from mtbert.config import Config
 from mtbert.inference.saved import save_model
 from mtbert.train.setup import setup_model
+torch.manual_seed(0)  # the test's own model: the same heads
 model, tokenizer = setup_model(Config(model=sys.argv[1]))
 print("ready", flush=True)
 n = 0
@@ -303,10 +305,13 @@ def test_a_kill_during_saves_always_leaves_a_loadable_model(tiny_checkpoint: Pat
     """SIGKILL at random points of a loop of saves: the model folder (or the previous one) always loads, and the
     next save leaves no temporary file."""
     folder = tmp_path / "models" / "best"
+    torch.manual_seed(0)  # the saving loop's model: the same heads
     model, tokenizer = setup_model(Config(model=str(tiny_checkpoint)))
     save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0}})
     rng = random.Random(0)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    in_window = 0  # kills that left a half-done save behind (its temporary folder, or the previous model aside)
     for _ in range(12):
         child = subprocess.Popen(
             [sys.executable, "-c", SAVE_LOOP, str(tiny_checkpoint), str(folder)],
@@ -318,8 +323,11 @@ def test_a_kill_during_saves_always_leaves_a_loadable_model(tiny_checkpoint: Pat
         time.sleep(rng.uniform(0.05, 0.5))
         child.send_signal(signal.SIGKILL)
         child.wait()
-        _, _, meta = load_model(folder)
+        in_window += any(p.name != "best" for p in folder.parent.iterdir())
+        loaded, _, meta = load_model(folder)
         assert meta["dev_metrics"]["mean"] >= 0
+        assert all(torch.equal(t, saved[k]) for k, t in loaded.state_dict().items())  # the weights, whole
+    assert in_window >= 1, "no kill landed inside a save: the test proved nothing"
     save_model(folder, model, tokenizer, {"dev_metrics": {"mean": 0}})
     assert sorted(p.name for p in folder.parent.iterdir()) == ["best"]
 
