@@ -90,7 +90,15 @@ def test_training_on_several_files_with_a_ratio(files, cfg: Config, caplog) -> N
     with caplog.at_level(logging.INFO):
         best = fit(run)
     assert "sst training rows: 8 original, 3 generated" in caplog.text
-    assert 0 <= best["sst/accuracy"] <= 1
+    assert best["epoch"] >= 1
+    # what the run drew: per epoch at most a quarter of its SST examples generated, and the rest original rows
+    data = {"sst": read_task([original, both], "sst", Tokenizer.from_pretrained(cfg.model))}
+    sampler = setup_sampler(run.updated(sst=True), data)
+    generated = data["sst"].examples.is_synthetic()
+    for epoch in range(run.epochs):
+        drawn = np.concatenate([batch["sst"] for batch in sampler.epoch(epoch)])
+        assert len(drawn) == run.samples_per_epoch and generated[drawn].sum() <= 0.25 * len(drawn)
+        assert generated[drawn].any()  # (the cap, not an absence of generated rows)
     with pytest.raises(MtbertError, match="--synthetic_ratio 0.25: the training files have no generated rows"):
         setup_sampler(
             dataclasses.replace(cfg, synthetic_ratio=0.25),
