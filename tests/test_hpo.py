@@ -254,9 +254,14 @@ def test_a_search_runs_on_a_ray_cluster_through_ray_address(
         "--include-dashboard=false",
         "--disable-usage-stats",
         f"--temp-dir={temp}",
+        "--block",  # in the foreground, its own process group: stopping it stops this cluster only
     ]
-    subprocess.run(start, check=True, capture_output=True, timeout=120)
+    head = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        deadline = time.monotonic() + 120
+        while not glob.glob(f"{temp}/session_latest/logs/gcs_server.out"):  # the cluster is up
+            assert head.poll() is None and time.monotonic() < deadline, "ray start --head failed"
+            time.sleep(0.5)
         hpo_dir = tmp_path / "hpo"
         command = tune_command(tiny_checkpoint, toy_data, hpo_dir, 2, 2, "--ray_address", f"127.0.0.1:{port}")
         driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -265,8 +270,12 @@ def test_a_search_runs_on_a_ray_cluster_through_ray_address(
         assert len(read_table(hpo_dir)) == 2
         # the search ran as a job of that cluster: its driver's log is in the cluster's session folder
         assert glob.glob(f"{temp}/session_latest/logs/python-core-driver-*_{driver.pid}.log")
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+    finally:  # the cluster this test started, not every Ray process of the machine (`ray stop` would stop them all)
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
 
 
 def test_best_settings_file_is_a_config_file(tmp_path: Path) -> None:
