@@ -120,11 +120,20 @@ def test_saved_model_predictions_and_cli(cfg: Config, capsys, tmp_path: Path) ->
     assert "pairs.txt:1: expected 1 tab-separated sentence(s), got 2" in capsys.readouterr().err
 
 
-def test_checkpoint_flag_continues_from_a_saved_model(cfg: Config) -> None:
+def test_checkpoint_flag_continues_from_a_saved_model(cfg: Config, tmp_path: Path) -> None:
     first = fit(replace(cfg, epochs=2))
     folder = str(Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask")
     again = dev_metrics(replace(cfg, model=None, checkpoint=folder))
     assert again["mean"] == pytest.approx(first["mean"])
+    # a run from it trains those weights: with the learning rates at 0 it saves them unchanged, every one
+    frozen = replace(cfg, model=None, checkpoint=folder, epochs=1, lr=0.0, head_lr=0.0, weight_decay=0.0)
+    frozen = replace(frozen, save_dir=str(tmp_path / "continued"))
+    fit(frozen)
+    saved, _, _ = load_model(folder)
+    continued, _, meta = load_model(Path(frozen.save_dir) / "finetune-1-0.0-adamw-none-multitask")
+    assert meta["config"]["checkpoint"] == folder
+    for key, value in saved.state_dict().items():
+        assert torch.equal(continued.state_dict()[key], value), key
 
 
 def test_a_crash_while_saving_keeps_the_previous_model(cfg: Config, tmp_path: Path, monkeypatch) -> None:
