@@ -69,6 +69,17 @@ def wait_until_up(port: int, child: subprocess.Popen, seconds: float = 120) -> N
     raise SystemExit("mtbert serve did not start")
 
 
+def run_threads(target, n: int) -> float:
+    """Runs `target` in `n` threads at once; returns the seconds until the last ended."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
 def load(port: int, sentences: list[str], clients: int, requests: int, timeout: float) -> dict:
     """`requests` one-sentence requests from `clients` threads; latencies in ms, errors, wall time."""
     latencies: list[float] = []
@@ -97,13 +108,7 @@ def load(port: int, sentences: list[str], clients: int, requests: int, timeout: 
                 errors[0] += not ok
         conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_threads(client, clients)
     done = len(latencies)
     return {
         "requests": done,
@@ -149,12 +154,7 @@ def flood(port: int, texts: list[str], clients: int, seconds: float, honour_retr
                 time.sleep(min(float(retry), max(0.0, stop - time.monotonic())))
         conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    wall = run_threads(client, clients)
     ok, refused = answers.get(200, []), answers.get(503, [])
 
     def pct(values: list[float], q: float) -> float | None:
@@ -167,7 +167,7 @@ def flood(port: int, texts: list[str], clients: int, seconds: float, honour_retr
         "refused": len(refused),
         "refused_p99_ms": pct(refused, 99),
         "failures": sum(len(v) for k, v in answers.items() if k not in (200, 503)),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(wall, 1),
     }
 
 
