@@ -42,5 +42,9 @@ def test_compiled_encoder_trains_like_eager(cfg: Config, tmp_path: Path, unpad: 
     graphs = []  # on a CPU, the compiled kernels without CUDA graphs
     run(replace(short, torch_compile="cudagraphs", epochs=1), graphs)
     assert graphs[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-5)
-    best = run(replace(short, torch_compile="on", optimizer="sophiah", hess_interval=2, epochs=1))
-    assert best["mean"] > 0
+    sophia = replace(short, optimizer="sophiah", hess_interval=2, epochs=1)
+    eager_sophia, compiled_sophia = [], []
+    run(sophia, eager_sophia)
+    run(replace(sophia, torch_compile="on"), compiled_sophia)  # the refresh eager, the other steps compiled
+    assert compiled_sophia[0]["train_loss"] == pytest.approx(eager_sophia[0]["train_loss"], rel=1e-5)
+    assert compiled_sophia[0]["mean"] == pytest.approx(eager_sophia[0]["mean"], abs=1e-4)

@@ -27,10 +27,10 @@ def test_shards_are_disjoint_and_cover_the_batch() -> None:
     assert Distributed(0, 1, torch.device("cpu")).shard(rows)[1] == {"sst": 1.0, "sts": 1.0}
 
 
-def torchrun(cfg: Config) -> list[dict]:
+def torchrun(cfg: Config, **env_vars: str) -> list[dict]:
     """Runs train(cfg) in 2 gloo processes; returns what each printed."""
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(CHILD)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_vars}
     done = subprocess.run([*argv, json.dumps(cfg.settings())], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -96,10 +96,16 @@ def test_sophia_trains_under_torchrun(tmp_path: Path, toy_data: Path, tiny_check
             **run_paths(tmp_path),
         )
     )
-    outputs = torchrun(cfg)
-    assert outputs[0]["best"] == outputs[1]["best"]
+    printed = torchrun(cfg, MTBERT_CHILD_HESSIANS="1")
+    outputs = [p for p in printed if "best" in p]
+    assert len(outputs) == 2 and outputs[0]["best"] == outputs[1]["best"]
     hessians = [s["hessian"] for s in load_training_state(cfg.resume)["optimizer"]["state"].values()]
     assert all(torch.isfinite(h).all() for h in hessians) and any((h > 0).any() for h in hessians)
+    # averaged over the ranks: each rank drew its own estimate on its own rows, yet both hold the same Hessian
+    ranks = {p["rank"]: p["hessian_sums"] for p in printed if "rank" in p}
+    assert sorted(ranks) == [0, 1] and ranks[0] == ranks[1] and any(s > 0 for s in ranks[0])
+    saved = [float(h.double().sum()) for h in hessians]
+    assert saved == pytest.approx(ranks[0], rel=1e-6)
 
 
 @pytest.mark.slow

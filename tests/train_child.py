@@ -2,7 +2,8 @@
 
     python tests/train_child.py CONFIG_JSON [KILL_AT]
 
-Prints {"best": ..., "history": ...} as JSON. With KILL_AT, the process sends itself SIGKILL as its KILL_AT-th
+Prints {"best": ..., "history": ...} as JSON (with MTBERT_CHILD_HESSIANS set, each rank first prints its Sophia
+Hessian estimates' sums, {"rank", "hessian_sums"}). With KILL_AT, the process sends itself SIGKILL as its KILL_AT-th
 training batch starts: no cleanup runs, as when a job is killed.
 """
 
@@ -26,6 +27,18 @@ if len(sys.argv) > 2:
         return compute_losses(*args, **kwargs)
 
     step.compute_losses = killing_compute_losses
+
+if os.environ.get("MTBERT_CHILD_HESSIANS"):  # each rank prints the sum of its Sophia Hessian estimates at the end
+    import mtbert.train.loop as loop
+
+    finish_run = loop.finish_run
+
+    def reporting_finish_run(run):
+        sums = [float(s["hessian"].double().sum()) for s in run.optimizer.state.values() if "hessian" in s]
+        sys.stdout.write(json.dumps({"rank": run.world.rank, "hessian_sums": sums}) + "\n")
+        finish_run(run)
+
+    loop.finish_run = reporting_finish_run
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 history: list[dict] = []
