@@ -147,3 +147,27 @@ def test_training_evaluation_and_prediction_with_tags(cfg: Config, tmp_path: Pat
 def test_additional_input_refuses_the_gpu_speed_modes(cfg: Config) -> None:
     with pytest.raises(ValueError, match="--additional_input works with the default passes"):
         replace(cfg, additional_input=True, unpad=True)
+
+
+def test_piece_tags_against_an_alignment_made_without_the_tokenizers_offsets(tagger: Tagger) -> None:
+    """An independent oracle: each word piece found by searching its text in the sentence (not the tokenizer's
+    offsets), and its word found by spaCy itself (not the tagger's cached words)."""
+    import spacy
+
+    from mtbert.data.tagging import SPACY_MODEL
+
+    nlp = spacy.load(SPACY_MODEL, exclude=["parser", "lemmatizer"])
+    tokenizer = Tokenizer.from_pretrained()
+    texts = HARD[:3]  # ASCII sentences: the lower-cased text holds each piece's characters as they are
+    ids, offsets = tokenizer.encode_offsets(texts)
+    tags = tagger.tag_ids(texts, offsets)
+    pos_names, ner_names = tagger.vocab.pos, tagger.vocab.ner
+    for text, sentence_ids, (pos, ner) in zip(texts, ids, tags, strict=True):
+        doc, lowered, at = nlp(text), text.lower(), 0
+        for piece_id, p, n in zip(sentence_ids[1:-1], pos[1:-1], ner[1:-1], strict=True):
+            piece = tokenizer._tok.id_to_token(piece_id).removeprefix("##")
+            start = lowered.index(piece, at)
+            at = start + len(piece)
+            word = next(t for t in doc if t.idx <= start < t.idx + len(t.text))
+            entity = "O" if word.ent_iob_ in ("O", "") else f"{word.ent_iob_}-{word.ent_type_}"
+            assert (pos_names[p], ner_names[n]) == (word.tag_, entity), (text, piece, word.text)
