@@ -4,8 +4,10 @@
     POST /paraphrase  {"pairs": [["how do I ...", "what is ..."]]}  -> {"results": [{"probability", "label"}]}
     POST /similarity  {"pairs": [["a man plays", "a man is playing"]]} -> {"results": [{"similarity"}]}
     POST /tasks/NAME  a task declared in a --tasks file: {"texts"} or {"pairs"} -> {"results": [...]}
-    GET  /health      the model's tasks and device, the batches served
-    GET  /docs        the OpenAPI documentation (the schema at /openapi.json)
+    GET  /            a page to try the model by hand (its own HTML, CSS and script)
+    GET  /health      the model's tasks and device, its dev metrics, the batches served
+    GET  /docs        the OpenAPI documentation, Swagger UI served from its bundled assets (the schema at
+                      /openapi.json): it works offline
 
 Only the model's tasks have routes. Input beyond a limit is refused with a message naming it: a body larger than
 `max_body_bytes` or more than `max_texts` texts 413, a text longer than `max_chars` characters (or empty) 422;
@@ -67,7 +69,8 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
     """The ASGI application serving `predictor` (FastAPI, wrapped in the body-size limit)."""
     try:
         from fastapi import FastAPI, HTTPException, Request
-        from fastapi.responses import JSONResponse
+        from fastapi.openapi.docs import get_swagger_ui_html
+        from fastapi.responses import HTMLResponse, JSONResponse
         from pydantic import BaseModel, Field
     except ImportError:
         raise MtbertError("mtbert serve needs FastAPI and uvicorn: pip install 'mtbert[serve]'") from None
@@ -101,10 +104,13 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
             await b.close()
         executor.shutdown(wait=True)
 
+    assets = swagger_assets()
     app = FastAPI(
         title="mtbert",
         summary=f"Multitask BERT: {model_name}",
         lifespan=lifespan,
+        docs_url=None,  # served below from the bundled assets, not a CDN
+        redoc_url=None,
         description="SST-5 sentiment, Quora paraphrase and STS similarity from one fine-tuned BERT "
         "encoder; concurrent requests are batched together.",
     )
@@ -196,6 +202,38 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         if task not in ("sst", "para", "sts"):
             declared_route(task)
 
+    from mtbert.model.tasks import TASKS
+    from mtbert.serve.page import PAGE
+
+    declared = {
+        t: {"pair": TASKS[t].pair, "labels": list(TASKS[t].label_names or ()) or None}
+        for t in predictor.tasks
+        if t not in ("sst", "para", "sts")
+    }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE
+
+    if assets is not None and "swagger-ui-4." in assets:
+        app.openapi_version = "3.0.3"  # Swagger UI before 5 renders no OpenAPI 3.1 document; this one is 3.0-compatible
+    if assets is not None:
+        from starlette.staticfiles import StaticFiles
+
+        app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs():
+        if assets is None:
+            return HTMLResponse("<p>The API documentation needs swagger-ui-bundle: pip install 'mtbert[serve]'</p>")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="mtbert API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
     @app.get("/health", summary="the model, its tasks and device, the batches served")
     async def health() -> dict:
         served = {t: {"batches": b.batches, "items": b.items} for t, b in batchers.items()}
@@ -203,6 +241,8 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
             "status": "ok",
             "model": model_name,
             "tasks": list(predictor.tasks),
+            "dev_metrics": getattr(predictor, "dev_metrics", None),
+            "declared": declared,
             "device": str(predictor.device),
             "limits": dataclasses.asdict(limits),
             "served": served,
@@ -221,6 +261,15 @@ def create_app(predictor: "Predictor", limits: Limits = Limits(), model_name: st
         return busy_detail(waiting[0], limits.max_queue), max(1, math.ceil(waiting[0] * seconds))
 
     return BodyLimit(app, limits.max_body_bytes, busy)
+
+
+def swagger_assets() -> str | None:
+    """The folder of Swagger UI's script and style, from the swagger-ui-bundle package (None without it)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return str(swagger_ui_bundle.swagger_ui_path)
 
 
 def busy_detail(waiting: int, max_queue: int) -> str:

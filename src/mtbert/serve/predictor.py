@@ -77,6 +77,7 @@ class Predictor:
         precision: str = "auto",
     ):
         self.model = model.eval()
+        self.dev_metrics: dict | None = None  # the dev metrics its mtbert.json records (a single saved model)
         self.tokenizer = tokenizer
         self.tagger = tagger
         self.precision = precision
@@ -194,7 +195,10 @@ def load(
         except ValueError as e:
             raise MtbertError(f"{', '.join(map(str, folders))}: not one ensemble: {e}") from None
     tagger = Tagger(tag_cache, model.tag_vocab) if model.tag_vocab is not None else None
-    return Predictor(model.to(device), tokenizer, tagger, precision)
+    predictor = Predictor(model.to(device), tokenizer, tagger, precision)
+    if len(loaded) == 1:  # (an ensemble's members each have their own)
+        predictor.dev_metrics = loaded[0][2].get("dev_metrics")
+    return predictor
 
 
 def _texts(texts: Sequence[str], what: str) -> Sequence[str]:
