@@ -146,3 +146,38 @@ def test_the_api_docs_render_offline(server, browser) -> None:
     wait(browser, ".opblock", seconds=30)  # Swagger UI ran: its script and style came from this server
     paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
     assert {"/sentiment", "/paraphrase", "/similarity", "/health"} <= paths
+
+
+def test_a_declared_task_has_its_section_with_its_label_names(browser, tmp_path, toy_data, tiny_checkpoint) -> None:
+    import uvicorn
+    from selenium.webdriver.common.by import By
+
+    from mtbert.fitting import fit
+    from mtbert.train.setup import run_name
+
+    from .conftest import toy_config
+    from .test_declared_tasks import NLI, task_file
+
+    cfg = toy_config(tmp_path, toy_data, tiny_checkpoint, epochs=1).updated(
+        tasks=str(task_file(toy_data, {"nli": NLI}))
+    )
+    fit(cfg)
+    predictor = mtbert.load(Path(cfg.save_dir) / run_name(cfg), precision="fp32")
+    port = free_port()
+    running = uvicorn.Server(
+        uvicorn.Config(create_app(predictor, LIMITS), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/health")
+        browser.get(url + "/")
+        answer = ask(browser, "nli", "A man plays guitar.", "A man plays music.")
+        expected = predictor.predict("nli", [("A man plays guitar.", "A man plays music.")])[0]
+        assert answer.find_element(By.CLASS_NAME, "label").text == expected.name
+        names = [b.find_element(By.TAG_NAME, "span").text for b in answer.find_elements(By.CLASS_NAME, "bar")]
+        assert names == NLI["labels"]
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
