@@ -45,18 +45,18 @@ def main() -> None:
     args.model = "minilm"
     cfg, data, steps, encoder = setup(args)
     tune_kernels(torch.device(args.device))
-    model = MultitaskModel(encoder, cfg.tasks, 0.0).to(args.device).train()
+    model = MultitaskModel(encoder, cfg.active_tasks, 0.0).to(args.device).train()
     set_dropout(model, 0.0)  # dropout off everywhere: eager and replayed steps draw their masks differently
     for layer in model.encoder.layers:
         layer.attn.dropout_p = 0.0
     eager, recorded = model, copy.deepcopy(model)
     for m in (eager, recorded):
-        m.passes = ShapedPasses(None, "off", sentences_per_step(cfg.tasks, args.batch_size), args.unpad)
+        m.passes = ShapedPasses(None, "off", sentences_per_step(cfg.active_tasks, args.batch_size), args.unpad)
     initial = [p.detach().clone() for p in eager.parameters()]
     # a large eps: Adam's update of a coordinate whose gradient is about 0 is noise / noise, which rounding flips
     fused = args.device == "cuda"
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, eps=1e-3, fused=fused) for m in (eager, recorded)]
-    weights = dict.fromkeys(cfg.tasks, 1.0)
+    weights = dict.fromkeys(cfg.active_tasks, 1.0)
     unrecorded = GraphSteps(eager, optimizers[0], weights, 0.25, args.precision, record=False)
     graphs = GraphSteps(recorded, optimizers[1], weights, 0.25, args.precision)
     loss_diff = 0.0

@@ -59,7 +59,7 @@ def main() -> None:
     for name, (chunk_tokens, mode, graph_steps) in SETTINGS.items():
         for unpad in (False, True):
             # the pass shapes of the mode, without compiling anything
-            shaped = ShapedPasses(chunk_tokens, mode, sentences_per_step(cfg.tasks, args.batch_size), unpad)
+            shaped = ShapedPasses(chunk_tokens, mode, sentences_per_step(cfg.active_tasks, args.batch_size), unpad)
             linear = attention = scores = passes = 0
             shapes = set()
             start = time.perf_counter()

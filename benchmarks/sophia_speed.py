@@ -27,14 +27,14 @@ from mtbert.train.step import train_step
 def run(name: str, args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
     tune_kernels(torch.device(args.device))  # as training does
-    model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
+    model = MultitaskModel(encoder, cfg.active_tasks, 0.1).to(args.device).train()
     optimizer = build_optimizer(name, model, model.heads, 4e-5, 1e-3, 0.01, hess_interval=args.hess_interval)
 
     def step(rows: dict) -> None:
         train_step(model, model, optimizer, data, rows, dict.fromkeys(rows, 1.0), 0.25, args.device, args.precision)
 
     result = measure(step, steps, data, args, encoder.config)
-    result["steps_per_s"] = round(result["samples_per_s"] / (args.batch_size * len(cfg.tasks)), 3)
+    result["steps_per_s"] = round(result["samples_per_s"] / (args.batch_size * len(cfg.active_tasks)), 3)
     return result
 
 

@@ -54,7 +54,7 @@ def training_steps(args: argparse.Namespace) -> tuple[Config, dict[str, TaskData
     tokenizer = Tokenizer.from_pretrained(args.checkpoint)
     tokenizer.set_max_length(128)
     cfg = Config(data_dir=args.data_dir)
-    data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.tasks}
+    data = {t: read_task(split_file(cfg, t, "train"), t, tokenizer) for t in cfg.active_tasks}
     sampler = MultitaskSampler({t: len(d) for t, d in data.items()}, args.batch_size * args.steps, args.batch_size, 0)
     return cfg, data, list(sampler.epoch(0))
 
@@ -68,8 +68,8 @@ def setup(args: argparse.Namespace):
 
 def run_ours(args: argparse.Namespace) -> dict:
     cfg, data, steps, encoder = setup(args)
-    model = MultitaskModel(encoder, cfg.tasks, 0.1).to(args.device).train()
-    step_sentences = sentences_per_step(cfg.tasks, args.batch_size)
+    model = MultitaskModel(encoder, cfg.active_tasks, 0.1).to(args.device).train()
+    step_sentences = sentences_per_step(cfg.active_tasks, args.batch_size)
     tune_kernels(torch.device(args.device))  # as training does
     model.passes = PaddedPasses(args.chunk_tokens)
     if args.unpad or args.torch_compile != "off" or args.graph_steps:  # as accel.speed_for sets them
@@ -77,7 +77,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         if args.torch_compile != "off":
             model.passes.compile(model)
     optimizer = build_optimizer("adamw", model, model.heads, 1e-5, 1e-5, 0.01)
-    weights = dict.fromkeys(cfg.tasks, 1.0)
+    weights = dict.fromkeys(cfg.active_tasks, 1.0)
     graphs = GraphSteps(model, optimizer, weights, 0.25, args.precision) if args.graph_steps else None
 
     def step(rows: dict) -> None:
@@ -102,7 +102,7 @@ def run_reference(args: argparse.Namespace) -> dict:
         bert = BertModel.from_pretrained(folder, add_pooling_layer=False, dtype=torch.float32)
     else:
         bert = BertModel(BertConfig(**BERT_BASE.to_dict()), add_pooling_layer=False)
-    ours = MultitaskModel(encoder, cfg.tasks, 0.1)  # borrowed for its pooling and heads only
+    ours = MultitaskModel(encoder, cfg.active_tasks, 0.1)  # borrowed for its pooling and heads only
     modules = torch.nn.ModuleList([bert, ours.pool, ours.heads]).to(args.device).train()
     optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-5)
 
