@@ -29,6 +29,7 @@ def synthetic_file(data: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_rows_over_seeds_resume_and_make_a_table(cfg: Config, tmp_path: Path) -> None:
     base = replace(cfg, epochs=2)
     synthetic_file(Path(cfg.data_dir))

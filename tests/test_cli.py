@@ -42,6 +42,7 @@ def test_rho_without_sophia_is_a_usage_error(capsys) -> None:
     assert "--rho is a Sophia setting" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_lists_the_subcommands() -> None:
     out = subprocess.run([sys.executable, "-m", "mtbert", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("train", "evaluate", "predict", "encode", "data"):
@@ -61,6 +62,7 @@ def test_version_of_a_source_tree_without_install(monkeypatch) -> None:
     assert e.value.code == 0
 
 
+@pytest.mark.slow
 def test_multitask_classifier_script_parses_the_original_flags() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "multitask_classifier.py"), "--help"], capture_output=True, text=True, check=True

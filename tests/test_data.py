@@ -56,6 +56,7 @@ def test_malformed_file_stops_with_file_and_line(tmp_path, capsys, content: byte
     assert expected in err
 
 
+@pytest.mark.slow
 def test_missing_file_in_training_names_it_without_traceback(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mtbert", "train", "--data_dir", str(tmp_path), "--sst"],

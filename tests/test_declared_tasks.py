@@ -271,6 +271,7 @@ def test_report_and_export_carry_the_declared_task(nli_run, tmp_path, capsys) ->
     assert heads["heads.nli.mlp.4.weight"].shape[0] == 3  # the three NLI labels
 
 
+@pytest.mark.slow
 def test_an_ablation_runs_and_tables_the_declared_task(tmp_path, toy_data, tiny_checkpoint) -> None:
     from mtbert.lab.ablate import Ablation, ablate
 

@@ -10,6 +10,7 @@ from mtbert.model.hf import default_checkpoint
 from mtbert.serve.embedding import mean_pool
 
 
+@pytest.mark.slow
 def test_encode_equals_sentence_transformers(data_dir) -> None:
     from sentence_transformers import SentenceTransformer
 

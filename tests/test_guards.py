@@ -341,6 +341,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_lock_names_the_run_that_holds_it_and_a_dead_runs_lock_is_taken_over(tmp_path: Path) -> None:
     target = tmp_path / "models" / "best"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

@@ -90,6 +90,7 @@ def settings(tmp_path: Path, toy_data: Path, checkpoint: Path, **changes) -> Pre
     )
 
 
+@pytest.mark.slow
 def test_pretrain_writes_a_checkpoint_that_training_and_transformers_load(
     tmp_path: Path, toy_data: Path, tiny_mlm_checkpoint: Path, cfg: Config
 ) -> None:

@@ -30,7 +30,10 @@ except ImportError:
 MISSING = [
     name for name, found in (("chromium", CHROMIUM), ("chromedriver", DRIVER), ("selenium", SELENIUM)) if not found
 ]
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"no browser to test the page in: {', '.join(MISSING)} missing")
+pytestmark = [
+    pytest.mark.slow,  # (a browser's start: `make test` runs them, the quick tier does not)
+    pytest.mark.skipif(bool(MISSING), reason=f"no browser to test the page in: {', '.join(MISSING)} missing"),
+]
 
 LIMITS = Limits(max_texts=8, max_chars=200, max_body_bytes=4096, max_batch=64, batch_window_ms=5)
 

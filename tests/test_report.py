@@ -12,6 +12,7 @@ from mtbert.fitting import fit
 from mtbert.lab.report import Run, find_runs, markdown
 
 
+@pytest.mark.slow
 def test_report_of_two_tiny_runs_writes_a_table_and_a_png(cfg: Config, tmp_path: Path, capsys) -> None:
     first = fit(replace(cfg, epochs=2, logdir=f"{cfg.logdir}/a"))
     second = fit(replace(cfg, epochs=3, lr=1e-3, logdir=f"{cfg.logdir}/b"))

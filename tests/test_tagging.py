@@ -78,6 +78,7 @@ def test_a_damaged_cache_file_is_named_and_rebuilt(tmp_path: Path, caplog) -> No
     assert tagger.calls == 2 and Tagger(tmp_path).words(HARD[:2]) == tagger.words(HARD[:2])
 
 
+@pytest.mark.slow
 def test_many_runs_adding_to_the_cache_are_merged(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(mtbert.data.tagging, "MERGE_PARTS", 3)
     for i in range(6):
@@ -115,6 +116,7 @@ def test_zero_initialised_tag_embeddings_leave_the_outputs_exactly_unchanged(tag
     assert not torch.equal(tagged.embed(sentences, tags=tags), model.embed(sentences))
 
 
+@pytest.mark.slow
 def test_training_evaluation_and_prediction_with_tags(cfg: Config, tmp_path: Path, capsys) -> None:
     run = replace(cfg, epochs=3, additional_input=True, tag_cache=str(tmp_path / "tags"))
     best = fit(run)

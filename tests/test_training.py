@@ -51,6 +51,7 @@ def test_sophia_trains_all_three_tasks(cfg: Config, optimizer: str) -> None:
     assert best["para/accuracy"] >= 0.8 and best["sts/pearson"] > max(0.8, before["sts/pearson"])
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
     """--precision bf16 (the default on CUDA) fits the toy data like fp32; its first epoch's loss is fp32's within
     bf16 rounding, and the weights stay float32."""
@@ -64,6 +65,7 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cfg: Config) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(cfg: Config) -> None:
     short = replace(cfg, epochs=2)
     a, b = [], []

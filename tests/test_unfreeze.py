@@ -61,6 +61,7 @@ def optimizer_states(state: dict, cfg: Config) -> dict[str, dict]:
     return {names[i]: s for i, s in state["optimizer"]["state"].items()}
 
 
+@pytest.mark.slow
 def test_joining_keeps_the_state_of_parameters_already_training(cfg: Config, tmp_path: Path, caplog) -> None:
     """Up to the join, the AdamW state of a head and of the top layer is the same as in a run where nothing else
     trains yet (interval 2); after it, their step count runs on while the joined layer's starts afresh."""

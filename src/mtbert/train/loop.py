@@ -124,8 +124,9 @@ def train(
             if cfg.resume is not None:
                 save_state(cfg, world, finite(run), run.optimizer, run.scheduler, state, run.ema)
         finish_run(run)
-    run.ddp_model = run.model  # DDP's reducer holds the process group: let it go before the group is destroyed
-    gc.collect()
+    if run.ddp_model is not run.model:  # DDP's reducer holds the process group: let it go before the group goes
+        run.ddp_model = run.model
+        gc.collect()
     distributed.teardown()  # on success only: leaving waits for every rank; after a failure torchrun stops them
     return state.best_metrics
 
