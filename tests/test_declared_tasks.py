@@ -4,7 +4,6 @@ evaluated, predicted with their label names, saved with the model, and served ov
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from mtbert.task_file import read_task_file
 from mtbert.train.setup import run_name
 
 from .conftest import SST_ROWS, toy_config, write_csv
-from .test_serve import call, free_port, wait_for
+from .test_serve import call, serving
 
 NLI_ROWS = [
     ("a man plays guitar", "a man plays a guitar", "entailment"),
@@ -110,18 +109,10 @@ def test_evaluate_and_predict_give_the_declared_task_with_its_label_names(nli_ru
 
 
 def test_the_declared_task_is_served_on_its_own_route(nli_run) -> None:
-    import uvicorn
-
     cfg, _ = nli_run
     predictor = mtbert.load(Path(cfg.save_dir) / run_name(cfg), precision="fp32")
-    port = free_port()
     app = create_app(predictor, Limits(max_texts=8, max_chars=200, max_body_bytes=4096))
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(url + "/health")
+    with serving(app) as url:
         pairs = [["a man plays guitar", "a man plays"], ["a cat", "a dog"]]
         status, answer = call(url + "/tasks/nli", {"pairs": pairs})
         assert status == 200
@@ -130,9 +121,6 @@ def test_the_declared_task_is_served_on_its_own_route(nli_run) -> None:
         assert call(url + "/tasks/nli", {"pairs": [["", "x"]]})[0] == 422  # the server's checks apply
         status, schema = call(url + "/openapi.json")
         assert "/tasks/nli" in schema["paths"] and "/sentiment" in schema["paths"]
-    finally:
-        running.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_builtin_chooses_which_original_tasks_train_beside(tmp_path, toy_data, tiny_checkpoint) -> None:

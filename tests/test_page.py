@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 import mtbert
 from mtbert.serve.http import Limits, create_app
 
-from .test_serve import free_port, wait_for
+from .test_serve import serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
@@ -40,8 +39,6 @@ LIMITS = Limits(max_texts=8, max_chars=200, max_body_bytes=4096, max_batch=64, b
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint: Path):
-    import uvicorn
-
     from mtbert.fitting import fit
 
     from .conftest import toy_config, toy_data_in
@@ -53,16 +50,8 @@ def server(tmp_path_factory, tiny_checkpoint: Path):
         fit(cfg)
         folder = str(Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask")
     predictor = mtbert.load(folder, precision="fp32")
-    port = free_port()
-    app = create_app(predictor, LIMITS, Path(folder).name)
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health")
-    yield url, predictor
-    running.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(predictor, LIMITS, Path(folder).name)) as url:
+        yield url, predictor
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +141,6 @@ def test_the_api_docs_render_offline(server, browser) -> None:
 
 
 def test_a_declared_task_has_its_section_with_its_label_names(browser, tmp_path, toy_data, tiny_checkpoint) -> None:
-    import uvicorn
     from selenium.webdriver.common.by import By
 
     from mtbert.fitting import fit
@@ -166,21 +154,10 @@ def test_a_declared_task_has_its_section_with_its_label_names(browser, tmp_path,
     )
     fit(cfg)
     predictor = mtbert.load(Path(cfg.save_dir) / run_name(cfg), precision="fp32")
-    port = free_port()
-    running = uvicorn.Server(
-        uvicorn.Config(create_app(predictor, LIMITS), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(url + "/health")
+    with serving(create_app(predictor, LIMITS)) as url:
         browser.get(url + "/")
         answer = ask(browser, "nli", "A man plays guitar.", "A man plays music.")
         expected = predictor.predict("nli", [("A man plays guitar.", "A man plays music.")])[0]
         assert answer.find_element(By.CLASS_NAME, "label").text == expected.name
         names = [b.find_element(By.TAG_NAME, "span").text for b in answer.find_elements(By.CLASS_NAME, "bar")]
         assert names == NLI["labels"]
-    finally:
-        running.should_exit = True
-        thread.join(timeout=10)

@@ -1,5 +1,6 @@
 """mtbert serve: real HTTP requests on 127.0.0.1 against the server, batching, limits and errors."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -8,6 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,22 +60,30 @@ def model_folder(tmp_path_factory, tiny_checkpoint: Path) -> Path:
     return Path(cfg.save_dir) / "finetune-2-0.003-adamw-none-multitask"
 
 
-@pytest.fixture(scope="module")
-def server(model_folder: Path):
-    """The app of the trained tiny model, served by uvicorn in a thread: (base URL, predictor)."""
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a thread, up when this yields its base URL; stopped after."""
     import uvicorn
 
-    predictor = mtbert.load(model_folder, precision="fp32")
     port = free_port()
-    config = uvicorn.Config(create_app(predictor, LIMITS), host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health")
-    yield url, predictor
-    running.should_exit = True
-    thread.join(timeout=10)
+    try:
+        wait_for(url + "/health")
+        yield url
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model_folder: Path):
+    """The app of the trained tiny model, served by uvicorn in a thread: (base URL, predictor)."""
+    predictor = mtbert.load(model_folder, precision="fp32")
+    with serving(create_app(predictor, LIMITS)) as url:
+        yield url, predictor
 
 
 def test_the_server_answers_what_the_api_gives(server) -> None:

@@ -3,6 +3,7 @@ past its deadline 504, and neither it nor a request whose client went away is co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -16,7 +17,7 @@ import pytest
 from mtbert.serve.http import Limits, create_app
 from mtbert.serve.predictor import Sentiment
 
-from .test_serve import free_port, wait_for
+from .test_serve import serving
 
 
 class SlowPredictor:
@@ -40,27 +41,15 @@ class SlowPredictor:
 @pytest.fixture()
 def serve():
     """Starts the app of a SlowPredictor with the given limits: (base URL, predictor)."""
-    import uvicorn
+    with contextlib.ExitStack() as stack:
 
-    servers = []
+        def start(limits: Limits):
+            predictor = SlowPredictor()
+            url = stack.enter_context(serving(create_app(predictor, limits)))
+            stack.callback(predictor.release.set)  # (before the server stops: no batch left blocked)
+            return url, predictor
 
-    def start(limits: Limits):
-        predictor = SlowPredictor()
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(predictor, limits), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread, predictor))
-        wait_for(f"http://127.0.0.1:{port}/health")
-        return f"http://127.0.0.1:{port}", predictor
-
-    yield start
-    for server, thread, predictor in servers:
-        predictor.release.set()
-        server.should_exit = True
-        thread.join(timeout=10)
+        yield start
 
 
 def post(url: str, texts: list[str]) -> tuple[int, dict, dict]:
