@@ -10,7 +10,8 @@ import pytest
 from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
-from mtbert.lab.ablate import ROWS, Ablation, ablate, recipe_flags
+from mtbert.lab.ablate import ROWS, Ablation, ablate, recipe_flags, row_changes
+from mtbert.lab.runs import run_config
 from mtbert.lab.report import TITLES
 
 from .conftest import SST_ROWS
@@ -86,11 +87,13 @@ def test_recipe_flags_are_training_flags(cfg: Config, tmp_path: Path, capsys) ->
     with pytest.raises(SystemExit) as e:
         recipe_flags("--layer_lr_decay 2")
     assert e.value.code == 2 and "--layer_lr_decay must be in (0, 1], got 2.0" in capsys.readouterr().err
-    with pytest.raises(MtbertError, match="--sts_loss_weight is a flag of --recipe: leave it out of the shared"):
-        ablate(
-            cfg.updated(sts_loss_weight=2.0),
-            Ablation(rows="baseline", recipe="--sts_loss_weight 3", ablate_dir=str(tmp_path / "a")),
-        )
+    base = cfg.updated(sts_loss_weight=2.0)  # a shared flag that the recipe names takes its value in that row
+    changes = row_changes(base, Ablation(rows="baseline", recipe="--sts_loss_weight 3 --epochs 3"))
+    assert changes == {"baseline": {}, "recipe": {"sts_loss_weight": 3.0, "epochs": 3}}
+    recipe = run_config(base, changes["recipe"], tmp_path / "r").settings()
+    assert (recipe["sts_loss_weight"], recipe["epochs"]) == (3.0, 3)
+    baseline = run_config(base, changes["baseline"], tmp_path / "b").settings()
+    assert (baseline["sts_loss_weight"], baseline["epochs"]) == (2.0, base.epochs) and base.epochs != 3
 
 
 @pytest.mark.slow
