@@ -11,8 +11,8 @@ from mtbert.cli import main
 from mtbert.config import Config
 from mtbert.errors import MtbertError
 from mtbert.lab.ablate import ROWS, Ablation, ablate, recipe_flags, row_changes
-from mtbert.lab.runs import run_config
 from mtbert.lab.report import TITLES
+from mtbert.lab.runs import run_config
 
 from .conftest import SST_ROWS
 

@@ -40,6 +40,7 @@ def test_default_space_fits_each_optimizer_and_the_active_tasks() -> None:
     adamw, sophia = Config(), Config(optimizer="sophiah", sts=True)
     for cfg in (adamw, sophia):
         check_space(default_space(cfg), cfg, where="default")
+    assert default_space(adamw)["scheduler"] == ("choice", ["plateau", "cosine"])
     assert "rho" not in default_space(adamw) and {"rho", "hess_interval"} <= set(default_space(sophia))
     assert {k for k in default_space(sophia) if k.endswith("_loss_weight")} == {"sts_loss_weight"}
 

@@ -36,8 +36,8 @@ PER_TRIAL = {
 
 def default_space(cfg: Config) -> Space:
     """The space searched without --hpo_space: the learning rates and their layer-wise decay, the weight average,
-    task sampling, gradient surgery, SMART, pair encoding, dropout, weight decay, batch size and the active tasks'
-    loss weights; with Sophia also its clipping scale rho and the interval of its Hessian estimates."""
+    task sampling, gradient surgery, SMART, pair encoding, the lr schedule, dropout, weight decay, batch size and the
+    active tasks' loss weights; with Sophia also its clipping scale rho and the interval of its Hessian estimates."""
     sophia = cfg.optimizer != "adamw"
     space: Space = {
         "lr": ("loguniform", [5e-6, 1e-4] if sophia else [1e-5, 3e-4]),
@@ -51,6 +51,7 @@ def default_space(cfg: Config) -> Space:
         "grad_surgery": ("choice", ["none", "pcgrad"]),
         "smart": ("choice", [0.0, 1.0]),
         "pair_encoding": ("choice", ["bi", "cross"]),
+        "scheduler": ("choice", ["plateau", "cosine"]),
         **{f"{t}_loss_weight": ("uniform", [0.5, 3.0]) for t in cfg.active_tasks if t in TASK_NAMES},
     }
     if sophia:
